@@ -1,0 +1,28 @@
+"""The pluggy hook specifications. Specs only: the manager lives in :mod:`ckpt_formats.registry`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+PROJECT_NAME = "ckpt_formats"
+"""Both the pluggy marker name and the entry-point group."""
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+if TYPE_CHECKING:
+    from .registry import FormatRegistrar
+
+
+@hookspec
+def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
+    """Declare this plugin's checkpoint formats.
+
+    Call ``register(CheckpointFormat(...))`` once per format. The registrar validates each declaration
+    (unique name, integer priority, at least one glob, callable loader) and raises
+    :class:`~ckpt_formats.errors.PluginError` naming this plugin when one is invalid. Every plugin's
+    implementation is called once, on first use of the registry; results are not combined, so the
+    return value is ignored.
+    """
