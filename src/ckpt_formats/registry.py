@@ -113,6 +113,21 @@ class Discovery:
     def winner(self) -> CheckpointFormat | None:
         return next((f for f in self.formats if self.candidates.get(f.name)), None)
 
+    def choose(self, select: str | None = None) -> tuple[CheckpointFormat, Candidate, list[Candidate]]:
+        """Apply the resolve rules: the winning format, its one candidate, and the shadowed candidates."""
+        fmt = self.winner
+        if fmt is None:
+            raise CheckpointNotFoundError(not_found_message(self, select))
+        chosen = self.candidates[fmt.name]
+        if len(chosen) > 1:
+            names = ", ".join(c.path.name for c in chosen)
+            raise AmbiguousCheckpointError(
+                f"{self.directory}: {len(chosen)} {fmt.name} checkpoints ({names}); keep exactly one, "
+                "or choose one with select=NAME (command line: --select NAME)"
+            )
+        shadowed = [c for f in self.formats if f is not fmt for c in self.candidates.get(f.name, [])]
+        return fmt, chosen[0], shadowed
+
 
 def _matches_any(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
@@ -267,6 +282,21 @@ class Registry:
             raise CheckpointNotFoundError(f"{path}: no registered format matches this file name ({globs})")
         return matching[0]
 
+    def candidate_for_file(
+        self, path: Path, *, safe_only: bool | None = None
+    ) -> tuple[CheckpointFormat, Candidate]:
+        """The format and candidate for one named file (convert, inspect), with the policy applied."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"{path}: no such file")
+        fmt = self.format_for_file(path)
+        if fmt.name not in {f.name for f in self.formats(safe_only=safe_only)}:
+            raise CheckpointLoadError(
+                f"{path}: the {fmt.name} format is disabled by the safety policy (safe-only or {DISABLE_ENV})"
+            )
+        found = fmt.discover(path.parent, [path]) if fmt.discover is not None else []
+        return fmt, found[0] if found else Candidate(fmt.name, path)
+
     # -- discovery and loading -----------------------------------------------------------------------
 
     def discover(
@@ -291,7 +321,10 @@ class Registry:
         candidates: dict[str, list[Candidate]] = {}
         for fmt in allowed:
             matched = [p for p in files if _matches_format(p.name, fmt)]
-            found = fmt.discover(directory, matched) if fmt.discover else [Candidate(fmt.name, p) for p in matched]
+            if fmt.discover is not None:
+                found = fmt.discover(directory, matched)
+            else:
+                found = [Candidate(fmt.name, p) for p in matched]
             candidates[fmt.name] = sorted(found, key=lambda c: c.path.name)
 
         # A file that belongs to a multi-file checkpoint (a shard) is not a checkpoint of its own.
@@ -368,18 +401,7 @@ class Registry:
             found = self.discover(
                 directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
             )
-        fmt = found.winner
-        if fmt is None:
-            raise CheckpointNotFoundError(not_found_message(found, select))
-        chosen = found.candidates[fmt.name]
-        if len(chosen) > 1:
-            names = ", ".join(c.path.name for c in chosen)
-            raise AmbiguousCheckpointError(
-                f"{directory}: {len(chosen)} {fmt.name} checkpoints ({names}); keep exactly one, "
-                "or choose one with select=NAME (ckpt-formats/corridorkey: --select NAME)"
-            )
-        candidate = chosen[0]
-        shadowed = [c for f in found.formats if f is not fmt for c in found.candidates.get(f.name, [])]
+        fmt, candidate, shadowed = found.choose(select)
         if shadowed:
             logger.info(
                 "%s: using %s (%s, priority %d); shadowed: %s",
