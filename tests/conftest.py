@@ -1,0 +1,61 @@
+"""Shared fixtures: small real checkpoints on disk, and a fresh registry per test."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckpt_formats import Registry
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "encoder.weight": torch.randn(4, 3, generator=g),
+        "encoder.bias": torch.randn(4, generator=g),
+        "head.weight": torch.randn(2, 4, generator=g).to(torch.float16),
+        "head.steps": torch.arange(5, dtype=torch.int64),
+    }
+
+
+def write_safetensors(path: Path, state_dict=None, metadata=None) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(state_dict if state_dict is not None else tiny_state_dict(), str(path), metadata=metadata)
+    return path
+
+
+def write_pth(path: Path, obj=None) -> Path:
+    torch.save(obj if obj is not None else tiny_state_dict(), path)
+    return path
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """A fresh registry with the installed entry points (builtins and the example plugin)."""
+    return Registry()
+
+
+@pytest.fixture
+def info_logs(caplog):
+    caplog.set_level(logging.INFO, logger="ckpt_formats")
+    return caplog
