@@ -1,0 +1,167 @@
+"""Conversion to safetensors, and the ckpt-formats command line (run for real in a subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
+
+from ckpt_formats import CheckpointLoadError
+from ckpt_formats.convert import ConversionError, convert
+
+
+def _load(path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        return load_file(str(path)), f.metadata()
+
+
+def test_convert_training_checkpoint_unwraps_strips_and_records_provenance(tmp_path, registry):
+    sd = tiny_state_dict()
+    src = write_pth(
+        tmp_path / "train.pth",
+        {"epoch": 7, "state_dict": {f"_orig_mod.module.{k}": v for k, v in sd.items()}, "note": "x"},
+    )
+    out = tmp_path / "model.safetensors"
+    report = convert(src, out, registry=registry)
+    tensors, meta = _load(out)
+    assert_same_tensors(tensors, sd)
+    assert meta["ckpt_formats.source_format"] == "pickle"
+    assert meta["ckpt_formats.source_file"] == "train.pth"
+    assert meta["ckpt_formats.source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert report.tensors == len(sd) and report.skipped == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "train.pth"]
+
+
+def test_convert_skips_non_tensors_and_unshares_storage(tmp_path, registry):
+    base = torch.randn(4, 4)
+    src = write_pth(
+        tmp_path / "m.pth", {"w": base, "w_t": base.t(), "w_row": base[1], "lr": 0.1, "name": "m"}
+    )
+    report = convert(src, tmp_path / "m.safetensors", registry=registry)
+    assert sorted(report.skipped) == ["lr", "name"]
+    assert sorted(report.unshared) == ["w_row", "w_t"]
+    tensors, _ = _load(tmp_path / "m.safetensors")
+    assert torch.equal(tensors["w_t"], base.t()) and torch.equal(tensors["w_row"], base[1])
+
+
+def test_convert_keeps_safetensors_metadata_and_npz(tmp_path, registry):
+    write_safetensors(tmp_path / "a.safetensors", tiny_state_dict(), {"corridorkey.config": "{}"})
+    convert(tmp_path / "a.safetensors", tmp_path / "b.safetensors", registry=registry)
+    assert _load(tmp_path / "b.safetensors")[1]["corridorkey.config"] == "{}"
+    np.savez(tmp_path / "c.npz", w=np.arange(6, dtype=np.float32).reshape(2, 3))
+    convert(tmp_path / "c.npz", tmp_path / "c.safetensors", registry=registry)
+    assert _load(tmp_path / "c.safetensors")[1]["ckpt_formats.source_format"] == "npz"
+
+
+def test_convert_refuses_bad_output_names_and_existing_files(tmp_path, registry):
+    src = write_pth(tmp_path / "m.pth")
+    with pytest.raises(ConversionError, match=r"must end in \.safetensors"):
+        convert(src, tmp_path / "m.bin", registry=registry)
+    existing = tmp_path / "m.safetensors"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(ConversionError, match="already exists"):
+        convert(src, existing, registry=registry)
+    assert existing.read_bytes() == b"keep me"
+    convert(src, existing, force=True, registry=registry)
+    assert_same_tensors(_load(existing)[0], tiny_state_dict())
+
+
+def test_failed_conversion_leaves_no_output(tmp_path, registry):
+    (tmp_path / "bad.pth").write_bytes(b"PK\x03\x04 this is not a real zip")
+    with pytest.raises(CheckpointLoadError):
+        convert(tmp_path / "bad.pth", tmp_path / "out.safetensors", registry=registry)
+    write_pth(tmp_path / "empty.pth", {"lr": 0.1})
+    with pytest.raises(ConversionError, match="no tensors"):
+        convert(tmp_path / "empty.pth", tmp_path / "out.safetensors", registry=registry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth", "empty.pth"]
+
+
+def test_convert_respects_safe_only(tmp_path, registry):
+    src = write_pth(tmp_path / "m.pth")
+    with pytest.raises(CheckpointLoadError, match="disabled by the safety policy"):
+        convert(src, tmp_path / "m.safetensors", safe_only=True, registry=registry)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+# -- the CLI, run as users run it ------------------------------------------------------------------
+
+
+def cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ckpt_formats.cli", *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
+def test_cli_list_shows_formats_plugins_and_distributions():
+    out = cli("list")
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert list(lines) == ["safetensors-sharded", "safetensors", "npz", "pickle"]
+    assert "npz (ckpt-formats-npz)" in lines["npz"] and "*.npz" in lines["npz"]
+    assert " yes " in lines["pickle"] and " no " in lines["safetensors"]
+    data = json.loads(cli("--safe-only", "list", "--json").stdout)
+    assert {f["name"]: f["enabled"] for f in data["formats"]}["pickle"] is False
+
+
+def test_cli_resolve_explains_the_winner(tmp_path):
+    write_safetensors(tmp_path / "model.safetensors")
+    write_pth(tmp_path / "model.pth")
+    out = cli("resolve", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "winner: model.safetensors (safetensors" in out.stdout
+    assert "shadowed: model.pth (pickle)" in out.stdout
+    out = cli("resolve", tmp_path, "--load")
+    assert out.returncode == 0 and "loaded model.safetensors (safetensors): 4 entries" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        ([], [], "no checkpoint found in"),
+        (["a.safetensors", "b.safetensors"], [], "keep exactly one"),
+        (["m.pth"], ["--safe-only"], "refused by policy"),
+    ],
+)
+def test_cli_resolve_errors_are_one_line(tmp_path, files, args, message):
+    for name in files:
+        (write_safetensors if name.endswith(".safetensors") else write_pth)(tmp_path / name)
+    safe = ["--safe-only"] if "--safe-only" in args else []
+    out = cli(*safe, "resolve", tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith("ckpt-formats: error:") and message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_inspect(tmp_path):
+    write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"k": "v"})
+    out = cli("inspect", tmp_path / "m.safetensors", "--json")
+    data = json.loads(out.stdout)
+    assert data["format"] == "safetensors" and data["tensors"] == 4
+    assert data["parameters"] == 12 + 4 + 8 + 5
+    assert data["bytes"] == 12 * 4 + 4 * 4 + 8 * 2 + 5 * 8
+    assert data["dtypes"] == {"float16": 1, "float32": 2, "int64": 1}
+    assert data["metadata"] == {"k": "v"}
+    human = cli("inspect", tmp_path / "m.safetensors").stdout
+    assert "metadata:    k = v" in human and "parameters:  29" in human
+
+
+def test_cli_convert_and_its_errors(tmp_path):
+    write_pth(tmp_path / "m.pth", {"model": tiny_state_dict()})
+    out = cli("convert", tmp_path / "m.pth", tmp_path / "m.safetensors")
+    assert out.returncode == 0, out.stderr
+    assert "verified bit for bit" in out.stdout
+    assert_same_tensors(_load(tmp_path / "m.safetensors")[0], tiny_state_dict())
+    again = cli("convert", tmp_path / "m.pth", tmp_path / "m.safetensors")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    missing = cli("convert", tmp_path / "nope.pth", tmp_path / "x.safetensors")
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
