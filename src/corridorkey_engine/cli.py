@@ -1,0 +1,372 @@
+"""``corridorkey``: key whole green-screen clips from the command line.
+
+Errors are printed as one line on stderr with a non-zero exit status (the traceback too with ``--verbose``).
+Heavy imports (torch, the engine) happen only once a command runs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("corridorkey_engine.cli")
+
+PROG = "corridorkey"
+
+EXAMPLE = """\
+example session:
+  $ ls shot010
+  AlphaHint  Input
+  $ ls shot010/Input | head -3
+  shot010_0001.exr  shot010_0002.exr  shot010_0003.exr
+  $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
+  keying shot010: 120 frames
+  100%|██████████| 120/120 [01:05<00:00, 1.84 frame/s]
+  keyed 120 frames (0 skipped) from 1 clip in 65.2 s: 1.84 frames/s
+  device cuda:0 (float16), checkpoint ~/models/corridorkey/CorridorKey.safetensors (safetensors)
+  outputs in shot010/: Matte/ FG/ Processed/ Comp/
+  $ corridorkey infer shot010        # rerun after Ctrl-C or a crash: finished frames are skipped
+  nothing to do: all 120 frames of 1 clip are done (--overwrite redoes them)
+
+  $ corridorkey infer shot020 --hint chroma --outputs matte,comp --exr-dtype float --output /renders
+
+A clip folder holds Input/ (PNG, JPEG, TIFF or EXR frames, or one video file) and AlphaHint/ (a coarse
+matte, white = foreground, as a matching sequence or video). Outputs land beside them (or in
+--output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
+Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames.
+"""
+
+
+class CliError(Exception):
+    """An error the CLI reports as one line (bad option combination, unusable device...)."""
+
+
+def _outputs_arg(text: str) -> tuple[str, ...]:
+    from .pipeline import OUTPUTS  # light: no torch
+
+    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one output")
+    if "all" in names:
+        return tuple(OUTPUTS)
+    bad = [n for n in names if n not in OUTPUTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown output {bad[0]!r}; choose from {', '.join(OUTPUTS)} or all"
+        )
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="log details; show tracebacks on errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; errors only")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and device")
+    g.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder holding the checkpoint (any registered format); downloaded from the hub on first run "
+        "when empty (default: the engine's default folder)",
+    )
+    g.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    g.add_argument(
+        "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
+    )
+    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frame)")
+    g.add_argument(
+        "--safe-only",
+        action="store_true",
+        help="never load a checkpoint format that can execute code (legacy .pth pickles)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``corridorkey`` argument parser (subcommands ``infer`` and ``demo``)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="CorridorKey: neural green-screen keying of whole clips.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    infer = sub.add_parser(
+        "infer",
+        help="key one or more clip folders",
+        description="Key every frame of each CLIP_DIR (Input/ + AlphaHint/) and write VFX-ready outputs. "
+        "Finished frames are skipped, so an interrupted run resumes where it stopped.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    infer.add_argument("clips", nargs="+", type=Path, metavar="CLIP_DIR", help="clip folder(s)")
+    _add_engine_options(infer)
+    k = infer.add_argument_group("keying")
+    gamma = k.add_mutually_exclusive_group()
+    gamma.add_argument(
+        "--linear",
+        dest="linear",
+        action="store_const",
+        const=True,
+        help="input frames are linear light (default: EXR is linear, everything else sRGB)",
+    )
+    gamma.add_argument(
+        "--srgb", dest="linear", action="store_const", const=False, help="input frames are sRGB"
+    )
+    k.add_argument("--despill", type=_unit_float, default=1.0, metavar="0-1", help="despill strength (1.0)")
+    k.add_argument(
+        "--despeckle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="remove small isolated specks from the matte (on)",
+    )
+    k.add_argument("--despeckle-size", type=_positive_int, default=400, metavar="PX", help="speck area (400)")
+    k.add_argument("--refiner-scale", type=_float, default=1.0, metavar="F", help="refiner strength (1.0)")
+    k.add_argument(
+        "--batch-size", type=_positive_int, default=1, metavar="N", help="frames per model call (1)"
+    )
+    k.add_argument(
+        "--hint",
+        choices=["alphahint", "chroma"],
+        default="alphahint",
+        help="alphahint: read AlphaHint/ (default); chroma: a rough built-in green/blue difference key",
+    )
+    k.add_argument(
+        "--screen", choices=["auto", "green", "blue"], default="auto", help="screen colour for --hint chroma"
+    )
+    o = infer.add_argument_group("outputs")
+    o.add_argument(
+        "--output", type=Path, metavar="DIR", help="write to DIR/<clip name>/ instead of the clip folder"
+    )
+    o.add_argument(
+        "--outputs",
+        type=_outputs_arg,
+        default=("matte", "fg", "processed", "comp"),
+        metavar="LIST",
+        help="comma-separated subset of matte,fg,processed,comp (default: all)",
+    )
+    o.add_argument("--exr-dtype", choices=["half", "float"], default="half", help="EXR bit depth (half)")
+    o.add_argument("--overwrite", action="store_true", help="redo frames whose outputs already exist")
+    o.add_argument(
+        "--io-threads", type=_positive_int, default=2, metavar="N", help="reader and writer threads (2)"
+    )
+    _add_common(infer)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ckpt-formats")
+    except Exception:
+        return "unknown"
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None or not device.lower().startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CliError(
+            f"--device {device}: CUDA requested but not available (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or install a CUDA build of torch"
+        )
+
+
+def _describe_engine(engine: Any) -> str:
+    ckpt = getattr(engine, "checkpoint", None)
+    path = getattr(ckpt, "path", "?")
+    fmt = getattr(getattr(ckpt, "format", None), "name", "?")
+    dtype = str(getattr(engine, "dtype", "?")).replace("torch.", "")
+    return f"device {getattr(engine, 'device', '?')} ({dtype}), checkpoint {path} ({fmt})"
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .pipeline import KeyOptions, key_clip, plan_frames, prepare_clip
+
+    opts = KeyOptions(
+        outputs=args.outputs,
+        exr_half=args.exr_dtype == "half",
+        input_is_linear=args.linear,
+        despill_strength=args.despill,
+        auto_despeckle=args.despeckle,
+        despeckle_size=args.despeckle_size,
+        refiner_scale=args.refiner_scale,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        hint=args.hint,
+        screen=args.screen,
+        read_threads=args.io_threads,
+        write_threads=args.io_threads,
+    )
+    roots = [c.resolve() for c in args.clips]
+    names = [r.name for r in roots]
+    if args.output is not None and len(set(names)) != len(names):
+        raise CliError("two clips share a folder name; with --output their outputs would collide")
+    clips = [prepare_clip(c, opts, args.output) for c in roots]
+    plans = [plan_frames(c, opts) for c in clips]
+    total = sum(len(p) for p in plans)
+    frames = sum(len(c) for c in clips)
+    if total == 0:
+        if not args.quiet:
+            print(
+                f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done "
+                "(--overwrite redoes them)"
+            )
+        return 0
+    _check_device(args.device)
+
+    from .engine import load_engine
+
+    t0 = time.perf_counter()
+    engine = load_engine(
+        args.checkpoint_dir,
+        device=args.device,
+        precision=args.precision,
+        img_size=args.img_size,
+        compile=args.compile,
+        safe_only=args.safe_only or None,
+    )
+    load_s = time.perf_counter() - t0
+    log.info("engine ready in %.1f s: %s", load_s, _describe_engine(engine))
+    if str(getattr(engine, "device", "")).startswith("cuda"):
+        from dataclasses import replace
+
+        opts = replace(opts, pin_memory=True)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+    results = []
+    keyed = 0
+    start = time.perf_counter()
+    try:
+        for clip, todo in zip(clips, plans, strict=True):
+            bar.set_description(clip.name)
+            if not args.quiet and len(todo) < len(clip):
+                bar.write(
+                    f"{clip.name}: {len(clip) - len(todo)} of {len(clip)} frames already done, skipping them"
+                )
+            res = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
+            keyed += res.keyed
+            results.append(res)
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"{PROG}: interrupted after {bar.n} frame(s); every written file is whole. "
+            "Rerun the same command to finish the rest.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    if not args.quiet:
+        skipped = frames - keyed
+        fps = keyed / seconds if seconds > 0 else float("inf")
+        print(
+            f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.1f} s: "
+            f"{fps:.2f} frames/s (model load {load_s:.1f} s)"
+        )
+        print(_describe_engine(engine))
+        for clip in clips:
+            folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
+            print(f"outputs in {clip.out_dir}/: {folders}")
+    return 0
+
+
+def _output_folders(outputs: Sequence[str]) -> list[str]:
+    from .pipeline import OUTPUTS
+
+    return [OUTPUTS[o].folder for o in outputs]
+
+
+def _error_line(exc: BaseException) -> str:
+    from .pipeline import ClipError
+
+    known: tuple[type[BaseException], ...] = (CliError, ClipError, OSError)
+    try:
+        from .io import FrameIOError
+
+        known += (FrameIOError,)
+        from ckpt_formats.errors import CheckpointError
+
+        known += (CheckpointError,)
+    except ImportError:  # pragma: no cover
+        pass
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, known) or type(exc).__module__.startswith(("corridorkey_engine", "ckpt_formats")):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``corridorkey`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    handlers = {"infer": _cmd_infer}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            log.exception("%s failed", args.command)
+        print(f"{PROG}: error: {_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
