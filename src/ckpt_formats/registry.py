@@ -341,7 +341,8 @@ class Registry:
         refused: dict[str, str] = {}
         allowed_names = {f.name for f in allowed}
         for fmt in self.all_formats():
-            if fmt.name not in allowed_names:
+            # removed by the policy (safe-only, disabled), not by the caller's own restriction
+            if fmt.name not in allowed_names and (formats is None or fmt.name in formats):
                 for p in files:
                     if p not in seen and _matches_format(p.name, fmt):
                         refused.setdefault(p.name, fmt.name)
@@ -446,7 +447,7 @@ def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[C
 
 def not_found_message(found: Discovery, select: str | None = None) -> str:
     searched = "; ".join(f"{f.name} ({', '.join(f.globs)})" for f in found.formats) or "no format allowed"
-    parts = [f"no checkpoint found in {found.directory}. Searched: {searched}"]
+    parts = [f"no checkpoint found in {found.directory} (searched: {searched})"]
     if select is not None:
         parts.append(f"only names matching {select!r} were considered")
     if found.refused:
@@ -459,7 +460,7 @@ def not_found_message(found: Discovery, select: str | None = None) -> str:
         parts.append(f"excluded by pattern: {', '.join(found.excluded)}")
     parts.append(f"present but matching no format: {', '.join(found.unmatched) or 'none'}")
     parts.append("place a checkpoint there or configure a hub source")
-    return ". ".join(parts)
+    return "; ".join(parts)
 
 
 _registry: Registry | None = None
