@@ -223,3 +223,14 @@ def test_bfloat16_and_scalar_tensors_round_trip(tmp_path, registry):
     }
     write_safetensors(tmp_path / "m.safetensors", sd)
     assert_same_tensors(registry.resolve(tmp_path).state_dict, sd)
+
+
+def test_disabled_format_files_are_named_as_refused_and_restriction_is_not(tmp_path, registry, monkeypatch):
+    write_pth(tmp_path / "model.pth")
+    write_safetensors(tmp_path / "model.safetensors")
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle")
+    with pytest.raises(CheckpointNotFoundError) as err:
+        registry.resolve(tmp_path, formats=["pickle", "npz"])
+    text = str(err.value)
+    assert "refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pth (pickle)" in text
+    assert "present but matching no format: model.safetensors" in text
