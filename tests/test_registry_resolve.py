@@ -228,6 +228,7 @@ def test_bfloat16_and_scalar_tensors_round_trip(tmp_path, registry):
 def test_disabled_format_files_are_named_as_refused_and_restriction_is_not(tmp_path, registry, monkeypatch):
     write_pth(tmp_path / "model.pth")
     write_safetensors(tmp_path / "model.safetensors")
+    registry.all_formats()  # plugins already loaded: the policy is applied per call
     monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle")
     with pytest.raises(CheckpointNotFoundError) as err:
         registry.resolve(tmp_path, formats=["pickle", "npz"])
