@@ -110,6 +110,34 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .hub import HubSource, fetch
+
+    filenames: dict[str, list[str]] = {}
+    for item in args.filename:
+        fmt, sep, name = item.partition("=")
+        if not sep or not fmt or not name:
+            raise CheckpointError(
+                f"--filename {item!r}: expected FORMAT=REMOTE_NAME, e.g. safetensors=model.safetensors"
+            )
+        filenames.setdefault(fmt, []).append(name)
+    try:
+        source = HubSource(
+            args.repo_id,
+            revision=args.revision,
+            filenames=filenames or None,
+            progress=False if args.no_progress else None,
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"{args.repo_id}: {exc}") from exc
+    logging.getLogger("ckpt_formats.hub").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    registry = get_registry()
+    placed = fetch(source, args.directory, registry.formats(safe_only=args.safe_only))
+    fmt = registry.format_for_file(placed[0])
+    print(f"{placed[0]} ({fmt.name})" + "".join(f"\n{p}" for p in placed[1:]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ckpt-formats",
@@ -147,6 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "fetch",
+        help="download the best available format of REPO_ID from the Hugging Face Hub into DIR",
+        description="Asks the Hub for each format's file names, highest priority first; falls back to the "
+        "next only when a file is absent from the repository, never on a network error. Uses HF_ENDPOINT, "
+        "HF_HOME, HF_TOKEN and HF_HUB_OFFLINE like every huggingface_hub client.",
+    )
+    p.add_argument("repo_id")
+    p.add_argument("directory")
+    p.add_argument("--revision", help="branch, tag or commit hash (a commit hash pins it); default: main")
+    p.add_argument(
+        "--filename",
+        action="append",
+        default=[],
+        metavar="FMT=NAME",
+        help="remote file name for a format, replacing its default names (repeatable); "
+        "when given, only the formats named are asked for",
+    )
+    p.add_argument("--safe-only", action="store_true", default=argparse.SUPPRESS, help="never fetch pickle")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: only on a terminal)")
+    p.set_defaults(func=_cmd_fetch)
     return parser
 
 
