@@ -8,6 +8,8 @@ from __future__ import annotations
 import fnmatch
 import logging
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -304,3 +306,12 @@ def test_no_format_with_hub_names(hub, cache, target):
     with pytest.raises(CheckpointNotFoundError, match="none of the allowed formats"):
         fetch(source(hub, cache, filenames={"npz": ["x.npz"]}), target, formats(*CK_FORMATS))
     assert hub.seen() == []
+
+
+def test_importing_the_hub_module_stays_light():
+    code = (
+        "import sys, ckpt_formats, ckpt_formats.hub; "
+        "print([m for m in ('huggingface_hub', 'torch', 'safetensors', 'httpx2') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -309,13 +309,19 @@ class _Session:
                         name, None, f"{primary.name} lists it but the repository has no such file"
                     ) from None
         staged: list[tuple[str, Path, Path]] = []
+        renamed: list[Path] = []
         try:
             for remote in remotes:
                 dest = self.directory / posixpath.basename(remote.name)
                 staged.append((remote.name, self._stage(remote, dest), dest))
             for name, tmp, dest in reversed(staged):
                 os.replace(tmp, dest)
+                renamed.append(dest)
                 logger.info("%s saved to %s", name, dest)
+        except BaseException:
+            for dest in renamed:  # a shard without its index must not stay behind
+                dest.unlink(missing_ok=True)
+            raise
         finally:
             for _, tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -337,7 +343,10 @@ class _Session:
             tmp.unlink(missing_ok=True)
             if exc.errno in _NO_SPACE:
                 raise self._no_space(remote.name, remote.size, self.directory, exc) from exc
-            raise
+            raise CheckpointDownloadError(
+                f"could not copy {remote.name} from the Hugging Face cache ({remote.cached}) to {dest}: "
+                f"{exc.strerror or exc}. Check that {self.directory} is writable and retry"
+            ) from exc
         if not digest.matches():
             tmp.unlink(missing_ok=True)
             _evict(remote.cached, self.cache_dir)
@@ -348,7 +357,9 @@ class _Session:
                 f"{digest.hexdigest()}); the corrupt copy was deleted (also from the cache {self.cache_dir})",
             )
         if digest.kind is None:
-            logger.warning("%s: the Hub gave no sha256 for it; its content was not verified", remote.name)
+            logger.warning(
+                "%s: no sha256 or git sha1 known for it; its content was not verified", remote.name
+            )
         return tmp
 
     # -- errors and bookkeeping -----------------------------------------------------------------------
