@@ -1,0 +1,92 @@
+"""Which device the engine runs on, and in which dtype.
+
+Device: the explicit argument, else ``CORRIDORKEY_DEVICE``, else the best available (cuda > mps > cpu).
+Dtype: float16 on CUDA and MPS by default (float32 and bfloat16 selectable); always float32 on the CPU,
+where half precision has no fast kernels (upstream's float16 autocast took minutes per frame there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEVICE_ENV = "CORRIDORKEY_DEVICE"
+PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested device does not exist in this PyTorch build or on this machine."""
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def auto_device() -> torch.device:
+    """The best device present: cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(requested: str | torch.device | None = None) -> torch.device:
+    """``requested`` > ``$CORRIDORKEY_DEVICE`` > :func:`auto_device`; ``"auto"`` means auto.
+
+    Raises :class:`DeviceUnavailableError` when the device named is not usable here.
+    """
+    source = "device argument"
+    if requested is None or str(requested).strip() == "":
+        requested, source = os.environ.get(DEVICE_ENV, "").strip() or None, f"${DEVICE_ENV}"
+    if requested is None or str(requested).strip().lower() == "auto":
+        return auto_device()
+    try:
+        device = torch.device(str(requested).strip().lower())
+    except RuntimeError as exc:
+        raise DeviceUnavailableError(
+            f"{source}: {requested!r} is not a device name; use cuda, cuda:N, mps, cpu or auto"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"{source}: CUDA was requested ({requested!r}) but is not available (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); install a CUDA build of "
+                "PyTorch and an NVIDIA driver, or choose --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"{source}: {requested!r} does not exist: this machine has {torch.cuda.device_count()} "
+                "CUDA device(s), numbered from 0"
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise DeviceUnavailableError(f"{source}: MPS was requested but is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceUnavailableError(f"{source}: unsupported device {requested!r}; use cuda, mps or cpu")
+    return device
+
+
+def resolve_dtype(device: torch.device, precision: str | torch.dtype | None = None) -> torch.dtype:
+    """The weights' dtype: ``precision`` (float16/bfloat16/float32) on CUDA and MPS, float16 when None;
+    float32 on the CPU whatever is asked (a request for half precision there logs a warning)."""
+    if isinstance(precision, torch.dtype):
+        dtype = precision
+        if dtype not in PRECISIONS.values():
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision}")
+    elif precision is None:
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+    else:
+        name = _ALIASES.get(precision.strip().lower(), precision.strip().lower())
+        if name not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        dtype = PRECISIONS[name]
+    if device.type == "cpu" and dtype != torch.float32:
+        logger.warning("%s is slow on the CPU: running in float32 instead", str(dtype).removeprefix("torch."))
+        dtype = torch.float32
+    return dtype

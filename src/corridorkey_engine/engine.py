@@ -1,0 +1,178 @@
+"""CorridorKeyEngine: a loaded GreenFormer and the frame contract around it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .config import GreenFormerConfig
+from .device import resolve_device, resolve_dtype
+from .frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
+from .loading import LoadedModel, LoadReport, load_greenformer
+from .model import GreenFormer
+
+if TYPE_CHECKING:
+    from ckpt_formats import HubSource, ResolvedCheckpoint
+
+logger = logging.getLogger(__name__)
+
+
+class CorridorKeyEngine:
+    """Keys green-screen frames with a GreenFormer.
+
+    ``CorridorKeyEngine(checkpoint_dir)`` resolves the checkpoint through the ckpt_formats registry
+    (fetching it from ``hub`` when the directory has none), builds the model on the meta device and assigns
+    the weights on ``device`` in the precision's dtype. See :meth:`process_frame` for the frame contract.
+
+    Args:
+        checkpoint_dir: the directory holding the checkpoint (any registered format).
+        device: ``cuda``, ``cuda:N``, ``mps``, ``cpu`` or ``auto``; default ``$CORRIDORKEY_DEVICE``,
+            else auto (cuda > mps > cpu).
+        precision: ``float16`` (default on CUDA/MPS), ``bfloat16`` or ``float32``; the CPU always runs
+            float32.
+        img_size: the resolution the model runs at; default the checkpoint config's (2048 for v1.0).
+        config: the architecture; default the checkpoint's metadata, else CorridorKey v1.0.
+        strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
+        compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
+        hub, exclude, select, safe_only: passed to :func:`ckpt_formats.resolve`.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        precision: str | torch.dtype | None = None,
+        img_size: int | None = None,
+        config: GreenFormerConfig | None = None,
+        strict: bool = True,
+        compile: bool = False,
+        hub: HubSource | None = None,
+        exclude: Sequence[str] = (),
+        select: str | None = None,
+        safe_only: bool | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, precision)
+        loaded = load_greenformer(
+            checkpoint_dir,
+            device=self.device,
+            dtype=self.dtype,
+            config=config,
+            img_size=img_size,
+            strict=strict,
+            hub=hub,
+            exclude=exclude,
+            select=select,
+            safe_only=safe_only,
+        )
+        self._setup(loaded, compile)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: GreenFormer,
+        *,
+        device: str | torch.device | None = None,
+        precision: str | torch.dtype | None = None,
+        compile: bool = False,
+    ) -> CorridorKeyEngine:
+        """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
+        engine = cls.__new__(cls)
+        engine.device = resolve_device(device)
+        engine.dtype = resolve_dtype(engine.device, precision)
+        model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
+        engine._setup(LoadedModel(model, model.config, LoadReport()), compile)
+        return engine
+
+    def _setup(self, loaded: LoadedModel, compile: bool) -> None:
+        self.model: GreenFormer = loaded.model
+        self.config: GreenFormerConfig = loaded.config
+        self.load_report: LoadReport = loaded.report
+        self.checkpoint: ResolvedCheckpoint | None = loaded.checkpoint  # .path, .format.name, .metadata
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        self._forward = torch.compile(self.model) if compile else self.model
+
+    @property
+    def img_size(self) -> int:
+        """The square resolution the model runs at."""
+        return self.config.img_size
+
+    @torch.inference_mode()
+    def predict(self, inputs: torch.Tensor, refiner_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """The raw model on ``[B, 4, S, S]`` normalised inputs: ``alpha [B,1,S,S]``, ``fg [B,3,S,S]``."""
+        return self._forward(inputs.to(self.device, self.dtype), refiner_scale=float(refiner_scale))
+
+    @torch.inference_mode()
+    def process_tensors(
+        self,
+        image: Array,
+        mask: Array,
+        *,
+        refiner_scale: float = 1.0,
+        input_is_linear: bool = False,
+        despill_strength: float = 1.0,
+        auto_despeckle: bool = True,
+        despeckle_size: int = 400,
+        generate_comp: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """:meth:`process_frame`, but the outputs stay ``[B, C, H, W]`` float32 tensors on the engine's
+        device; also returns whether the input was batched."""
+        options = PostProcessOptions(despill_strength, auto_despeckle, despeckle_size, generate_comp)
+        rgb, hint, batched = to_batch(image, mask, self.device)
+        height, width = rgb.shape[-2:]
+        inputs = model_input(rgb, hint, self.img_size, input_is_linear=input_is_linear, dtype=self.dtype)
+        del rgb, hint
+        prediction = self.predict(inputs, refiner_scale)
+        return postprocess(prediction["alpha"], prediction["fg"], height, width, options), batched
+
+    def process_frame(
+        self,
+        image: Array,
+        mask: Array,
+        *,
+        refiner_scale: float = 1.0,
+        input_is_linear: bool = False,
+        despill_strength: float = 1.0,
+        auto_despeckle: bool = True,
+        despeckle_size: int = 400,
+        generate_comp: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Key one frame ``[H,W,3]`` or a batch ``[B,H,W,3]`` with its alpha hint.
+
+        ``image``: uint8, uint16 or float 0-1; sRGB, or linear with ``input_is_linear`` (it is then resized
+        in linear light and converted to sRGB for the model). ``mask``: ``[H,W]`` or ``[H,W,1]`` (with a
+        leading batch axis for a batch), linear 0-1, uint8 or float.
+
+        Returns float32 arrays at the input resolution, ``[H,W,C]`` per frame (``[B,H,W,C]`` for a batch):
+
+        - ``alpha`` ``[...,1]``: the predicted matte, linear;
+        - ``fg`` ``[...,3]``: the predicted foreground, straight (un-premultiplied) sRGB;
+        - ``processed`` ``[...,4]``: linear premultiplied RGBA after despeckle (``auto_despeckle``: alpha
+          islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1);
+        - ``comp`` ``[...,3]``: sRGB preview over a 128-px 0.15/0.55 checkerboard (if ``generate_comp``).
+
+        ``refiner_scale`` multiplies the CNN refiner's corrections (0 = coarse prediction only).
+        """
+        outputs, batched = self.process_tensors(
+            image,
+            mask,
+            refiner_scale=refiner_scale,
+            input_is_linear=input_is_linear,
+            despill_strength=despill_strength,
+            auto_despeckle=auto_despeckle,
+            despeckle_size=despeckle_size,
+            generate_comp=generate_comp,
+        )
+        return to_numpy(outputs, batched)
+
+
+def load_engine(checkpoint_dir: str | os.PathLike[str], **kwargs: Any) -> CorridorKeyEngine:
+    """``CorridorKeyEngine(checkpoint_dir, **kwargs)``: the engine, ready to key frames."""
+    return CorridorKeyEngine(checkpoint_dir, **kwargs)
