@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,21 @@ matte, white = foreground, as a matching sequence or video). Outputs land beside
 --output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
 Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames.
 """
+
+
+DEFAULT_HUB_REPO = "nikopueringer/CorridorKey_v1.0"
+"""Where the published CorridorKey v1.0 weights live; fetched into the checkpoint folder when it is empty."""
+HUB_FILENAMES = {"safetensors": ["CorridorKey_v1.0.safetensors"], "pickle": ["CorridorKey_v1.0.pth"]}
+CHECKPOINT_DIR_ENV = "CORRIDORKEY_CHECKPOINT_DIR"
+
+
+def default_checkpoint_dir() -> Path:
+    """``$CORRIDORKEY_CHECKPOINT_DIR``, else ``$XDG_CACHE_HOME/corridorkey/CorridorKey_v1.0`` (~/.cache)."""
+    explicit = os.environ.get(CHECKPOINT_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "corridorkey" / "CorridorKey_v1.0"
 
 
 class CliError(Exception):
@@ -100,9 +116,17 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--checkpoint-dir",
         type=Path,
         metavar="DIR",
-        help="folder holding the checkpoint (any registered format); downloaded from the hub on first run "
-        "when empty (default: the engine's default folder)",
+        help="folder holding the checkpoint (any registered format); fetched from the hub on first run "
+        f"when empty (default: ${CHECKPOINT_DIR_ENV}, else ~/.cache/corridorkey/CorridorKey_v1.0)",
     )
+    hub = g.add_mutually_exclusive_group()
+    hub.add_argument(
+        "--hub",
+        default=DEFAULT_HUB_REPO,
+        metavar="REPO_ID",
+        help=f"Hugging Face repository to fetch from when the folder is empty ({DEFAULT_HUB_REPO})",
+    )
+    hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
     g.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
     g.add_argument(
         "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
@@ -208,16 +232,16 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(level)
 
 
-def _check_device(device: str | None) -> None:
-    if device is None or not device.lower().startswith("cuda"):
-        return
-    import torch
+def _hub_source(repo_id: str | None) -> Any:
+    if repo_id is None:
+        return None
+    from ckpt_formats import HubSource
 
-    if not torch.cuda.is_available():
-        raise CliError(
-            f"--device {device}: CUDA requested but not available (torch {torch.__version__}, "
-            f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or install a CUDA build of torch"
-        )
+    filenames = HUB_FILENAMES if repo_id == DEFAULT_HUB_REPO else None
+    try:
+        return HubSource(repo_id, filenames=filenames)
+    except ValueError as exc:
+        raise CliError(f"--hub {repo_id!r}: {exc}") from exc
 
 
 def _describe_engine(engine: Any) -> str:
@@ -261,14 +285,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 "(--overwrite redoes them)"
             )
         return 0
-    _check_device(args.device)
+    from .device import resolve_device
 
+    device = resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
     from .engine import load_engine
 
     t0 = time.perf_counter()
     engine = load_engine(
-        args.checkpoint_dir,
-        device=args.device,
+        args.checkpoint_dir or default_checkpoint_dir(),
+        device=device,
+        hub=_hub_source(args.hub),
         precision=args.precision,
         img_size=args.img_size,
         compile=args.compile,
