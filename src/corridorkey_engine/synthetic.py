@@ -25,8 +25,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 _VERSION_SALT = int(GENERATOR_VERSION)
+
+# Seed ranges. Training draws sample seeds below HELDOUT_SEED_BASE; evaluation uses seeds from
+# HELDOUT_SEED_BASE up, and the demo clip is DEMO_SEED: neither is ever seen in training.
+HELDOUT_SEED_BASE = 1_000_000_000
+DEMO_SEED = 2_000_000_000
 
 SCREEN_COLOURS_SRGB = {
     "green": (0.17, 0.62, 0.26),
@@ -201,9 +206,10 @@ def _draw_coverage(layer: _Layer, h: int, w: int) -> np.ndarray:
         cov = np.maximum(cov, strands)
 
     if layer.kind == "veil":
-        # Semi-transparent material (smoke, glass, fabric): coverage modulated by smooth noise.
+        # Thin semi-transparent material (smoke, glass, gauze): coverage modulated by smooth noise,
+        # mostly well below one half, sometimes denser.
         density = 0.5 + 0.5 * _smooth_noise(rng, h, w, int(rng.integers(3, 8)))
-        cov = cov * np.clip(0.25 + 0.6 * density, 0.0, 1.0)
+        cov = cov * np.clip(0.1 + 0.55 * density, 0.0, 1.0)
     return cov
 
 
@@ -274,8 +280,9 @@ class Scene:
         layers = []
         for i in range(n_layers):
             main = i == 0
-            kind = "blob" if main else str(rng.choice(["blob", "ellipse", "box", "stroke", "veil"]))
-            if main and rng.random() < 0.15:
+            kinds = ["blob", "ellipse", "box", "stroke", "veil"]
+            kind = "blob" if main else str(rng.choice(kinds, p=[0.3, 0.2, 0.2, 0.2, 0.1]))
+            if main and rng.random() < 0.08:
                 kind = "veil"
             hair = 0
             if kind == "blob" and rng.random() < (0.6 if main else 0.3):
