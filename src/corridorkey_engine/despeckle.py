@@ -88,7 +88,7 @@ def despeckle_torch(alpha: torch.Tensor, min_area: int, dilation: int, blur: int
     """:func:`despeckle` with tensor operations only (the GPU path)."""
     keep = remove_small_islands(alpha[:, 0] > DESPECKLE_THRESHOLD, min_area)
     safe = gaussian_blur(dilate(keep[:, None].to(alpha.dtype), dilation), blur)
-    return alpha * safe
+    return alpha * safe.clamp(max=1.0)  # the blur's kernel sums to 1 only up to rounding
 
 
 def despeckle_opencv(alpha: torch.Tensor, min_area: int, dilation: int, blur: int) -> torch.Tensor:
@@ -113,7 +113,7 @@ def despeckle_opencv(alpha: torch.Tensor, min_area: int, dilation: int, blur: in
         safe = binary.astype(np.float32)
         if blur > 0:
             safe = cv2.GaussianBlur(safe, (size, size), sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
-        safe_zones.append(safe)
+        safe_zones.append(np.minimum(safe, 1.0))
     safe_t = torch.from_numpy(np.stack(safe_zones))[:, None].to(alpha.device, alpha.dtype)
     return alpha * safe_t
 

@@ -1,0 +1,246 @@
+"""The frame contract users of upstream rely on, and the post-processing (CPU and GPU paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from engine_helpers import frame, tiny_model
+
+from corridorkey_engine import CorridorKeyEngine, save_checkpoint
+from corridorkey_engine import color as col
+from corridorkey_engine.despeckle import (
+    connected_components,
+    despeckle,
+    despeckle_opencv,
+    despeckle_torch,
+    remove_small_islands,
+)
+from corridorkey_engine.frames import PostProcessOptions, model_input, postprocess
+
+CHANNELS = {"alpha": 1, "fg": 3, "processed": 4, "comp": 3}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> CorridorKeyEngine:
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(tiny_model(seed=5), folder / "tiny.safetensors")
+    return CorridorKeyEngine(folder, device="cpu")
+
+
+def test_outputs_shapes_dtypes_ranges(engine) -> None:
+    image, hint = frame(48, 80)
+    out = engine.process_frame(image, hint)
+    assert set(out) == set(CHANNELS)
+    for name, array in out.items():
+        assert isinstance(array, np.ndarray) and array.dtype == np.float32, name
+        assert array.shape == (48, 80, CHANNELS[name]), name
+        assert array.flags.c_contiguous, name
+        assert array.min() >= 0.0 and array.max() <= 1.0, name
+    # processed is premultiplied: colour never exceeds its alpha
+    rgb, a = out["processed"][..., :3], out["processed"][..., 3:]
+    assert np.all(rgb <= a + 1e-6)
+
+
+def test_batched_equals_frame_by_frame(engine) -> None:
+    frames = [frame(40, 56, seed=s) for s in range(3)]
+    images = np.stack([f[0] for f in frames])
+    hints = np.stack([f[1] for f in frames])
+    batch = engine.process_frame(images, hints)
+    for name, array in batch.items():
+        assert array.shape == (3, 40, 56, CHANNELS[name])
+    for i, (image, hint) in enumerate(frames):
+        single = engine.process_frame(image, hint)
+        for name in single:
+            np.testing.assert_allclose(batch[name][i], single[name], atol=2e-5, err_msg=name)
+    batch_4d_mask = engine.process_frame(images, hints[..., None])
+    for name in batch:
+        assert np.array_equal(batch[name], batch_4d_mask[name])
+
+
+def test_2d_and_3d_masks_and_uint8_and_float_inputs_agree(engine) -> None:
+    image, hint = frame()
+    image8 = np.round(image * 255).astype(np.uint8)
+    hint8 = np.round(hint * 255).astype(np.uint8)
+    reference = engine.process_frame(image8.astype(np.float32) / 255, hint8.astype(np.float32) / 255)
+    for img, msk in [(image8, hint8), (image8, hint8[..., None]), (image8.astype(np.float32) / 255, hint8)]:
+        out = engine.process_frame(img, msk)
+        for name in reference:
+            np.testing.assert_allclose(out[name], reference[name], atol=1e-6, err_msg=name)
+    image16 = (image8.astype(np.uint16) * 257).astype(np.uint16)  # 16-bit PNG/TIFF scale
+    out16 = engine.process_frame(image16, torch.from_numpy(hint8))
+    for name in reference:
+        np.testing.assert_allclose(out16[name], reference[name], atol=1e-6, err_msg=name)
+
+
+def test_bad_inputs_are_clear_errors(engine) -> None:
+    image, hint = frame(48, 80)
+    with pytest.raises(ValueError, match=r"image must be \[H, W, 3\]"):
+        engine.process_frame(image[..., :2], hint)
+    with pytest.raises(ValueError, match=r"mask must be \[48, 80\]"):
+        engine.process_frame(image, hint[:40])
+    with pytest.raises(ValueError, match=r"mask must be \[2, 48, 80\]"):
+        engine.process_frame(np.stack([image, image]), hint)
+    with pytest.raises(TypeError, match="image must be uint8, uint16 or float"):
+        engine.process_frame(image.astype(np.int32), hint)
+    with pytest.raises(ValueError, match="despill_strength must be between 0 and 1"):
+        engine.process_frame(image, hint, despill_strength=1.5)
+    with pytest.raises(ValueError, match="despeckle_size must be >= 0"):
+        engine.process_frame(image, hint, despeckle_size=-1)
+
+
+def test_options_generate_comp_despeckle_and_refiner(engine) -> None:
+    image, hint = frame()
+    plain = engine.process_frame(image, hint, auto_despeckle=False, despill_strength=0.0, generate_comp=False)
+    assert "comp" not in plain
+    # With neither despeckle nor despill, processed is exactly sRGB->linear(fg) premultiplied by alpha.
+    fg_linear = col.srgb_to_linear(torch.from_numpy(plain["fg"])).numpy()
+    np.testing.assert_allclose(plain["processed"][..., 3:], plain["alpha"], atol=0)
+    np.testing.assert_allclose(plain["processed"][..., :3], fg_linear * plain["alpha"], atol=1e-6)
+    coarse = engine.process_frame(image, hint, refiner_scale=0.0)
+    assert np.abs(coarse["alpha"] - engine.process_frame(image, hint)["alpha"]).max() > 1e-3
+
+
+def test_despill_lowers_green(engine) -> None:
+    image, hint = frame()
+    kept = engine.process_frame(image, hint, despill_strength=0.0, auto_despeckle=False)["processed"]
+    half = engine.process_frame(image, hint, despill_strength=0.5, auto_despeckle=False)["processed"]
+    full = engine.process_frame(image, hint, despill_strength=1.0, auto_despeckle=False)["processed"]
+    assert np.all(full[..., 1] <= half[..., 1] + 1e-7) and np.all(half[..., 1] <= kept[..., 1] + 1e-7)
+    assert (kept[..., 1] - full[..., 1]).max() > 1e-3
+    np.testing.assert_array_equal(full[..., 3], kept[..., 3])  # alpha untouched
+
+
+def test_despill_function() -> None:
+    rgb = torch.tensor([[0.2, 0.9, 0.4], [0.6, 0.3, 0.5], [0.5, 0.5, 0.5]]).T.reshape(1, 3, 3, 1)
+    out = col.despill(rgb, 1.0)[0, :, :, 0].T
+    # green 0.9 > (0.2+0.4)/2 = 0.3: excess 0.6 leaves green, half goes to red and half to blue
+    torch.testing.assert_close(out[0], torch.tensor([0.5, 0.3, 0.7]))
+    torch.testing.assert_close(out[1], torch.tensor([0.6, 0.3, 0.5]))  # no spill: untouched
+    torch.testing.assert_close(out[2], torch.tensor([0.5, 0.5, 0.5]))  # grey: untouched
+    torch.testing.assert_close(col.despill(rgb, 0.25), rgb + 0.25 * (col.despill(rgb, 1.0) - rgb))
+
+
+def island_matte(height: int = 200, width: int = 240) -> np.ndarray:
+    alpha = np.zeros((height, width), np.float32)
+    cv2.circle(alpha, (150, 100), 45, 1.0, -1)  # large subject: ~6300 px
+    alpha[20:26, 20:26] = 0.9  # 36-px tracking marker
+    alpha[170:180, 30:34] = 0.8  # 40-px speck
+    return alpha
+
+
+@pytest.mark.parametrize("implementation", [despeckle_opencv, despeckle_torch])
+def test_despeckle_removes_small_islands_and_keeps_large_ones(implementation) -> None:
+    alpha = torch.from_numpy(island_matte())[None, None]
+    out = implementation(alpha, 400, 25, 5)[0, 0].numpy()
+    assert out[20:26, 20:26].max() < 1e-3 and out[170:180, 30:34].max() < 1e-3
+    np.testing.assert_allclose(out[80:120, 130:170], 1.0, atol=1e-6)  # the subject's core is intact
+    small = implementation(alpha, 30, 25, 5)[0, 0].numpy()  # threshold below the islands' sizes
+    assert small[22, 22] > 0.85 and small[175, 32] > 0.75
+
+
+def test_connected_components_match_opencv_on_random_mattes() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(25):
+        height, width = rng.integers(1, 48, size=2)
+        mask = rng.random((height, width)) < rng.uniform(0.2, 0.8)
+        count, cv_labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        labels = connected_components(torch.from_numpy(mask)[None])[0].numpy()
+        assert len(np.unique(labels[mask])) == count - 1, trial  # same number of components
+        for component in range(1, count):  # and the same pixels in each
+            members = cv_labels == component
+            assert len(np.unique(labels[members])) == 1, trial
+        for min_area in (2, 5, 17):
+            areas = np.bincount(cv_labels.ravel())
+            expected = mask & (areas[cv_labels] >= min_area)
+            got = remove_small_islands(torch.from_numpy(mask)[None], min_area)[0].numpy()
+            assert np.array_equal(got, expected), (trial, min_area)
+
+
+def test_cpu_and_gpu_postprocessing_implementations_agree_on_the_cpu() -> None:
+    """The GPU path's tensor implementation, run on CPU tensors, matches the CPU path's OpenCV one."""
+    rng = np.random.default_rng(1)
+    noise = cv2.GaussianBlur(rng.random((2, 150, 170)).astype(np.float32).transpose(1, 2, 0), (0, 0), 3)
+    alpha = torch.from_numpy(np.clip((noise - 0.45) * 6, 0, 1).transpose(2, 0, 1))[:, None].contiguous()
+    for min_area in (0, 50, 400):
+        for dilation, blur in ((25, 5), (3, 2), (0, 0)):
+            a = despeckle_opencv(alpha, min_area, dilation, blur)
+            b = despeckle_torch(alpha, min_area, dilation, blur)
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert not torch.equal(despeckle(alpha, 400), alpha)  # something was removed
+
+
+def test_linear_input_is_resized_in_linear_light() -> None:
+    # A 1-px black/white linear checkerboard halved: linear average 0.5, which is sRGB 0.735 for the model.
+    # Treated as sRGB it would average to 0.5.
+    checker = (np.indices((128, 128)).sum(axis=0) % 2).astype(np.float32)
+    rgb = torch.from_numpy(np.repeat(checker[None, None], 3, axis=1))
+    hint = torch.zeros(1, 1, 128, 128)
+    mean = torch.tensor(col.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(col.IMAGENET_STD).view(1, 3, 1, 1)
+    for linear, expected in ((True, 0.7354), (False, 0.5)):
+        x = model_input(rgb, hint, 64, input_is_linear=linear, dtype=torch.float32)
+        seen = x[:, :3] * std + mean
+        torch.testing.assert_close(
+            seen[..., 8:-8, 8:-8], torch.full_like(seen[..., 8:-8, 8:-8], expected), atol=1e-3, rtol=0
+        )
+
+
+def test_linear_input_at_model_size_matches_the_srgb_frame(engine) -> None:
+    image, hint = frame(64, 64)  # already img_size: no resize, so only the transfer function differs
+    linear = col.srgb_to_linear(torch.from_numpy(image)).numpy()
+    a = engine.process_frame(image, hint)
+    b = engine.process_frame(linear, hint, input_is_linear=True)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=2e-3, err_msg=name)
+
+
+def test_colour_helpers() -> None:
+    x = torch.linspace(0, 1, 101)
+    torch.testing.assert_close(col.linear_to_srgb(col.srgb_to_linear(x)), x, atol=1e-5, rtol=0)
+    assert abs(float(col.srgb_to_linear(torch.tensor(0.5))) - 0.214041) < 1e-5
+    board = col.checkerboard(300, 300)[0, 0]
+    assert float(board[0, 0]) == pytest.approx(0.15) and float(board[0, 128]) == pytest.approx(0.55)
+    assert float(board[128, 0]) == pytest.approx(0.55) and float(board[130, 130]) == pytest.approx(0.15)
+
+
+def test_comp_is_the_matte_over_the_checkerboard(engine) -> None:
+    image, hint = frame(140, 150)
+    out = engine.process_frame(image, hint)
+    board = col.srgb_to_linear(col.checkerboard(140, 150))[0, 0].numpy()[..., None]
+    fg_lin, a = out["processed"][..., :3], out["processed"][..., 3:]
+    expected = col.linear_to_srgb(torch.from_numpy(fg_lin + board * (1 - a))).numpy()
+    np.testing.assert_allclose(out["comp"], expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+def test_gpu_and_cpu_postprocessing_agree() -> None:
+    rng = np.random.default_rng(2)
+    noise = cv2.GaussianBlur(rng.random((256, 320)).astype(np.float32), (0, 0), 4)
+    alpha = torch.from_numpy(np.clip((noise - noise.mean()) * 8 + 0.5, 0, 1))[None, None]
+    fg = torch.rand(1, 3, 256, 320)
+    options = PostProcessOptions(despill_strength=0.7, despeckle_size=200)
+    cpu = postprocess(alpha, fg, 512, 600, options)
+    gpu = postprocess(alpha.cuda(), fg.cuda(), 512, 600, options)
+    for name in cpu:
+        torch.testing.assert_close(gpu[name].cpu(), cpu[name], atol=2e-3, rtol=0, msg=name)
+
+
+@pytest.mark.gpu
+def test_cuda_engine_float16_matches_cpu_float32(tmp_path: Path) -> None:
+    save_checkpoint(tiny_model(seed=6), tmp_path / "tiny.safetensors")
+    gpu = CorridorKeyEngine(tmp_path, device="cuda")
+    assert gpu.dtype == torch.float16 and next(gpu.model.parameters()).device.type == "cuda"
+    cpu = CorridorKeyEngine(tmp_path, device="cpu")
+    images = np.stack([frame(96, 128, seed=s)[0] for s in range(4)])
+    hints = np.stack([frame(96, 128, seed=s)[1] for s in range(4)])
+    a, b = gpu.process_frame(images, hints), cpu.process_frame(images, hints)
+    for name in a:
+        assert a[name].shape == b[name].shape and a[name].dtype == np.float32
+        assert np.mean(np.abs(a[name] - b[name])) < 0.02, name
