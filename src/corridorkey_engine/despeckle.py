@@ -126,11 +126,12 @@ def despeckle(
     blur: int = SAFE_ZONE_BLUR,
 ) -> torch.Tensor:
     """Cut alpha islands (``alpha > 0.5``, 8-connected) smaller than ``min_area`` pixels out of ``alpha``
-    (``[B, 1, H, W]``), on the tensor's device: tensor operations on a GPU, OpenCV on the CPU.
+    (``[B, 1, H, W]``): tensor operations on a CUDA device, OpenCV on the host otherwise (the CPU, and
+    MPS, whose integer kernels the labelling relies on are not all there).
 
     The kept islands are dilated by ``dilation`` px (a square) and blurred by ``blur`` px (Gaussian) into a
     soft safe zone that multiplies the matte, so edges and semi-transparent detail next to them survive.
     """
-    if alpha.device.type == "cpu":
-        return despeckle_opencv(alpha, min_area, dilation, blur)
-    return despeckle_torch(alpha, min_area, dilation, blur)
+    if alpha.device.type == "cuda":
+        return despeckle_torch(alpha, min_area, dilation, blur)
+    return despeckle_opencv(alpha, min_area, dilation, blur)
