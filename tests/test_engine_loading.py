@@ -150,6 +150,7 @@ def test_checkpoint_for_another_architecture_is_one_clear_error(tmp_path: Path) 
         load_greenformer(tmp_path)
     message = str(info.value)
     assert "model.pth (pickle)" in message and "wrong shape" in message and "config" in message
+    assert isinstance(info.value, ckpt_formats.CheckpointLoadError)  # one family for every load failure
 
 
 def test_weights_land_in_the_target_dtype(tmp_path: Path) -> None:

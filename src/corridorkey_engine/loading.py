@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ckpt_formats import CheckpointLoadError
+
 from .config import ConfigError, GreenFormerConfig
 from .model import GreenFormer, build_greenformer
 
@@ -30,8 +32,9 @@ logger = logging.getLogger(__name__)
 POS_EMBED_KEY = "encoder.model.pos_embed"
 
 
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint's tensors do not fit the GreenFormer the config describes."""
+class CheckpointMismatchError(CheckpointLoadError):
+    """The checkpoint's tensors do not fit the GreenFormer the config describes (a
+    :class:`ckpt_formats.CheckpointLoadError`, so one ``except CheckpointError`` covers loading)."""
 
 
 @dataclass
@@ -229,21 +232,6 @@ def load_resolved(
     assign_weights(model, tensors, report, device=device, dtype=dtype, strict=strict, source=source)
     logger.info("GreenFormer ready from %s on %s (%s, img_size %d)", source, device, dtype, config.img_size)
     return LoadedModel(model, config, report, resolved)
-
-
-def model_from_state_dict(
-    state_dict: Mapping[str, Any],
-    config: GreenFormerConfig,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    strict: bool = True,
-) -> GreenFormer:
-    """A GreenFormer from an in-memory state dict (same cleanup and assignment as from a file)."""
-    model = build_greenformer(config)
-    tensors, report = prepare_state_dict(dict(state_dict), model, "state dict")
-    assign_weights(model, tensors, report, device=torch.device(device), dtype=dtype, strict=strict)
-    return model
 
 
 def save_checkpoint(
