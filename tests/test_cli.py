@@ -438,3 +438,37 @@ def test_cuda_run_matches_the_cpu_reference(tmp_path: Path, ckpt_dir: Path, engi
         )
         matte = fio.read_image(clip / "Matte" / f"{name}.exr")
         assert np.abs(matte - ref["alpha"][..., 0]).mean() < 0.02
+
+
+# --------------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_writes_keys_and_measures_a_clip(tmp_path: Path, ckpt_dir: Path) -> None:
+    folder = tmp_path / "demo"
+    proc = run_cli("demo", folder, "--frames", "2", "--checkpoint-dir", ckpt_dir)
+    assert_ok(proc)
+    assert f"demo clip: {folder}" in proc.stdout
+    assert f"outputs in {folder}/: Matte/ FG/ Processed/ Comp/" in proc.stdout
+    assert "matte vs ground truth (2 frames): mean abs error" in proc.stdout
+    for sub in ("Input", "AlphaHint", "GroundTruth", *OUTPUT_FOLDERS):
+        assert len(list((folder / sub).iterdir())) == 2, sub
+    again = run_cli("demo", folder, "--frames", "2", "--checkpoint-dir", ckpt_dir, "-q")  # reruns in place
+    assert_ok(again)
+    assert again.stdout == ""
+
+
+def test_demo_with_the_bundled_model_in_a_temporary_folder() -> None:
+    from corridorkey_engine.demo import bundled_checkpoint_dir
+
+    if not any(bundled_checkpoint_dir().glob("*.safetensors")):
+        pytest.skip("no bundled demo checkpoint in this checkout")
+    proc = run_cli("demo", "--frames", "2")
+    assert_ok(proc)
+    folder = Path(proc.stdout.splitlines()[0].removeprefix("demo clip: "))
+    try:
+        assert folder.is_dir() and len(list((folder / "Matte").iterdir())) == 2
+        assert "corridorkey_demo.safetensors (safetensors)" in proc.stdout
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)

@@ -211,6 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--io-threads", type=_positive_int, default=2, metavar="N", help="reader and writer threads (2)"
     )
     _add_common(infer)
+
+    demo = sub.add_parser(
+        "demo",
+        help="key a generated demo clip with the bundled model and measure the result",
+        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, GroundTruth/) to FOLDER "
+        "(default: a new temporary folder), key it with the small model shipped in the package through the "
+        "same pipeline as `infer`, and print where the outputs are and how close the matte is to the "
+        "ground truth. Works offline.",
+    )
+    demo.add_argument("folder", nargs="?", type=Path, metavar="FOLDER", help="where to write the demo clip")
+    demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
+    demo.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
+    demo.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
+    )
+    demo.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="frames per call")
+    demo.set_defaults(img_size=None, compile=False, safe_only=False, io_threads=2)
+    _add_common(demo)
     return parser
 
 
@@ -252,10 +271,10 @@ def _describe_engine(engine: Any) -> str:
     return f"device {getattr(engine, 'device', '?')} ({dtype}), checkpoint {path} ({fmt})"
 
 
-def _cmd_infer(args: argparse.Namespace) -> int:
-    from .pipeline import KeyOptions, key_clip, plan_frames, prepare_clip
+def _key_options(args: argparse.Namespace) -> Any:
+    from .pipeline import KeyOptions
 
-    opts = KeyOptions(
+    return KeyOptions(
         outputs=args.outputs,
         exr_half=args.exr_dtype == "half",
         input_is_linear=args.linear,
@@ -270,11 +289,29 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         read_threads=args.io_threads,
         write_threads=args.io_threads,
     )
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
     roots = [c.resolve() for c in args.clips]
     names = [r.name for r in roots]
     if args.output is not None and len(set(names)) != len(names):
         raise CliError("two clips share a folder name; with --output their outputs would collide")
-    clips = [prepare_clip(c, opts, args.output) for c in roots]
+    checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir()
+    return _key_clips(args, roots, _key_options(args), checkpoint_dir, _hub_source(args.hub), args.output)
+
+
+def _key_clips(
+    args: argparse.Namespace,
+    roots: Sequence[Path],
+    opts: Any,
+    checkpoint_dir: Path,
+    hub: Any,
+    output: Path | None = None,
+) -> int:
+    """Check every clip, load the engine, key what is left with a progress bar, print the summary."""
+    from .pipeline import key_clip, plan_frames, prepare_clip
+
+    clips = [prepare_clip(c, opts, output) for c in roots]
     plans = [plan_frames(c, opts) for c in clips]
     total = sum(len(p) for p in plans)
     frames = sum(len(c) for c in clips)
@@ -292,9 +329,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     engine = load_engine(
-        args.checkpoint_dir or default_checkpoint_dir(),
+        checkpoint_dir,
         device=device,
-        hub=_hub_source(args.hub),
+        hub=hub,
         precision=args.precision,
         img_size=args.img_size,
         compile=args.compile,
@@ -302,7 +339,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     )
     load_s = time.perf_counter() - t0
     log.info("engine ready in %.1f s: %s", load_s, _describe_engine(engine))
-    if str(getattr(engine, "device", "")).startswith("cuda"):
+    if engine.device.type == "cuda":
         from dataclasses import replace
 
         opts = replace(opts, pin_memory=True)
@@ -310,7 +347,6 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-    results = []
     keyed = 0
     start = time.perf_counter()
     try:
@@ -320,9 +356,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 bar.write(
                     f"{clip.name}: {len(clip) - len(todo)} of {len(clip)} frames already done, skipping them"
                 )
-            res = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
-            keyed += res.keyed
-            results.append(res)
+            keyed += key_clip(engine, clip, opts, frames=todo, on_frame=bar.update).keyed
     except KeyboardInterrupt:
         bar.close()
         print(
@@ -345,6 +379,31 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .demo import DEFAULT_FRAMES, bundled_checkpoint_dir, matte_quality, write_demo_clip
+    from .pipeline import KeyOptions
+
+    folder = (args.folder or Path(tempfile.mkdtemp(prefix="corridorkey-demo-"))).resolve()
+    if not args.quiet:
+        print(f"demo clip: {folder}")
+    clip = write_demo_clip(folder, frames=args.frames or DEFAULT_FRAMES)
+    opts = KeyOptions(overwrite=True, batch_size=args.batch_size, read_threads=args.io_threads)
+    checkpoint_dir = args.checkpoint_dir or bundled_checkpoint_dir()
+    status = _key_clips(args, [folder], opts, checkpoint_dir, hub=None)
+    if status:
+        return status
+    matte = matte_quality(folder / "Matte", clip.truth_dir)
+    hint = matte_quality(clip.hint_dir, clip.truth_dir)
+    if not args.quiet:
+        print(
+            f"matte vs ground truth ({matte.frames} frames): mean abs error {matte.mae:.4f}, "
+            f"IoU(alpha>0.5) {matte.iou:.3f}; the hint it started from: {hint.mae:.4f}, {hint.iou:.3f}"
+        )
     return 0
 
 
@@ -381,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
-    handlers = {"infer": _cmd_infer}
+    handlers = {"infer": _cmd_infer, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
