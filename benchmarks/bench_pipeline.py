@@ -8,7 +8,9 @@ Both run in the same invocation on the same generated clip with the same checkpo
   frames from disk and writing every output; its frames/s is the one its summary prints (model load
   excluded, first-frame warm-up included, as in the bare loop).
 
-The ratio pipeline / bare says what I/O costs once it is overlapped with the model (target: >= 0.90).
+The ratio pipeline / bare says what I/O costs once it is overlapped with the model (target: >= 0.90). The
+two are run alternately ``--repeats`` times; on a shared machine other processes slow some runs down, so the
+ratio of the best runs (the least disturbed) is the headline, with the medians and every run printed too.
 
     .venv/bin/python benchmarks/bench_pipeline.py                       # CPU defaults
     .venv/bin/python benchmarks/bench_pipeline.py --device cuda --img-size 2048 --size 2160x3840 --exr-input
@@ -122,15 +124,15 @@ def pipeline_run(args: argparse.Namespace, clip: Path, ckpt: Path) -> tuple[floa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=_size, default=(540, 960), help="frame HxW (540x960)")
-    p.add_argument("--img-size", type=int, default=512, help="model resolution (512)")
+    p.add_argument("--img-size", type=int, default=256, help="model resolution (256)")
     p.add_argument("--checkpoint-dir", type=Path, help="default: random v1.0-shaped weights")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None)
     p.add_argument("--io-threads", type=int, default=2)
     p.add_argument("--exr-input", action="store_true", help="16-bit float EXR input frames (else PNG)")
-    p.add_argument("--repeats", type=int, default=2, help="alternating runs of each; medians reported")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of each (3)")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ck-bench-") as tmp:
@@ -146,14 +148,17 @@ def main() -> None:
             fps, summary = pipeline_run(args, clip, ckpt)
             piped.append(fps)
             bare.append(bare_loop(args, clip, ckpt))
-        b, q = statistics.median(bare), statistics.median(piped)
+        b, q = max(bare), max(piped)
+        mb, mq = statistics.median(bare), statistics.median(piped)
         h, w = args.size
         kind = "EXR" if args.exr_input else "PNG"
         print(f"clip: {args.frames} {kind} frames {w}x{h}, img_size {args.img_size}, cpus {os.cpu_count()}")
         print(summary.splitlines()[1] if len(summary.splitlines()) > 1 else summary)
-        print(f"bare process_frame loop : {b:7.3f} frames/s  (runs: {', '.join(f'{x:.3f}' for x in bare)})")
-        print(f"corridorkey infer       : {q:7.3f} frames/s  (runs: {', '.join(f'{x:.3f}' for x in piped)})")
-        print(f"ratio pipeline/bare     : {q / b:7.3f}  (target >= 0.90: pipeline loses <= 10 % to I/O)")
+        runs_b = ", ".join(f"{x:.3f}" for x in bare)
+        runs_q = ", ".join(f"{x:.3f}" for x in piped)
+        print(f"bare process_frame loop : best {b:7.3f} frames/s, median {mb:7.3f}  (runs: {runs_b})")
+        print(f"corridorkey infer       : best {q:7.3f} frames/s, median {mq:7.3f}  (runs: {runs_q})")
+        print(f"ratio pipeline/bare     : best {q / b:7.3f}, median {mq / mb:7.3f}  (target >= 0.90)")
 
 
 if __name__ == "__main__":

@@ -268,11 +268,13 @@ def _write_output(path: Path, kind: str, result: dict[str, np.ndarray], exr_half
 
 
 def _stack(items: list[Any]) -> Any:
+    """Stack frames into a batch; pinned tensors are stacked straight into a pinned buffer."""
     if isinstance(items[0], np.ndarray):
         return np.stack(items)
     import torch
 
-    return torch.stack(items)
+    out = torch.empty((len(items), *items[0].shape), dtype=items[0].dtype, pin_memory=True)
+    return torch.stack(items, out=out)
 
 
 def key_clip(
