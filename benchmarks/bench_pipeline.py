@@ -5,8 +5,8 @@ Both run in the same invocation on the same generated clip with the same checkpo
 - **bare**: the frames are decoded into memory first, then timed: ``engine.process_frame`` on each, results
   dropped (no reading, no writing);
 - **pipeline**: the real ``corridorkey infer`` console script in a subprocess (``--overwrite``), reading the
-  frames from disk and writing every output; its frames/s is the one its summary prints (model load
-  excluded, first-frame warm-up included, as in the bare loop).
+  frames from disk and writing every output; its frames/s is frames keyed / keying time from its summary
+  (model load excluded, first-frame warm-up included, as in the bare loop).
 
 The ratio pipeline / bare says what I/O costs once it is overlapped with the model (target: >= 0.90). The
 two are run alternately ``--repeats`` times; on a shared machine other processes slow some runs down, so the
@@ -116,10 +116,11 @@ def pipeline_run(args: argparse.Namespace, clip: Path, ckpt: Path) -> tuple[floa
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"corridorkey infer failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    match = re.search(r"([\d.]+) frames/s", proc.stdout)
+    # "keyed N frames (...) in S s: F frames/s": N / S is more precise than the rounded F.
+    match = re.search(r"keyed (\d+) frames .* in ([\d.]+) s:", proc.stdout)
     if not match:
-        raise SystemExit(f"no frames/s in the summary:\n{proc.stdout}")
-    return float(match.group(1)), proc.stdout.strip()
+        raise SystemExit(f"no summary in the output:\n{proc.stdout}")
+    return int(match.group(1)) / float(match.group(2)), proc.stdout.strip()
 
 
 def main() -> None:

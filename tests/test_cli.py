@@ -235,6 +235,7 @@ def test_empty_checkpoint_dir_is_fetched_from_the_hub_on_first_run(tmp_path: Pat
         proc = infer(clip, empty, "--outputs", "matte", env=child_env(hub, tmp_path / "hf"))
         assert_ok(proc)
         assert ("hub", "HEAD", ST) in hub.seen()
+    assert f"Downloading {ST}" in proc.stderr  # the first-run download is announced
     assert (empty / ST).read_bytes() == (ckpt_dir / "model.safetensors").read_bytes()
     assert f"checkpoint {empty / ST} (safetensors)" in proc.stdout
     assert fio.output_complete(clip / "Matte" / "h1.exr")

@@ -28,7 +28,7 @@ example session:
   shot010_0001.exr  shot010_0002.exr  shot010_0003.exr  ...
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
   shot010: 100%|██████████| 120/120 [01:05<00:00,  1.84frame/s]
-  keyed 120 frames (0 skipped) from 1 clip(s) in 65.2 s: 1.84 frames/s (model load 3.1 s)
+  keyed 120 frames (0 skipped) from 1 clip(s) in 65.21 s: 1.84 frames/s (model load 3.1 s)
   device cuda (float16), checkpoint /home/me/models/corridorkey/CorridorKey_v1.0.safetensors (safetensors)
   outputs in /shots/shot010/: Matte/ FG/ Processed/ Comp/
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey   # after Ctrl-C: resumes; now:
@@ -260,6 +260,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if not quiet and not verbose:  # a first-run checkpoint download is worth announcing
+        logging.getLogger("ckpt_formats.hub").setLevel(logging.INFO)
 
 
 def _hub_source(repo_id: str | None) -> Any:
@@ -383,7 +385,7 @@ def _key_clips(
         skipped = frames - keyed
         fps = keyed / seconds if seconds > 0 else float("inf")
         print(
-            f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.1f} s: "
+            f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
             f"{fps:.2f} frames/s (model load {load_s:.1f} s)"
         )
         print(_describe_engine(engine))
