@@ -8,11 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers_ckpt import plate
 
 from corridorkey_engine import io as fio
 from corridorkey_engine.chroma import chroma_hint, detect_screen
-
-from helpers_ckpt import plate
 
 pytestmark = pytest.mark.skipif(
     fio._openexr_module() is None and not cv2.haveImageWriter(".exr"), reason="no EXR support here"
