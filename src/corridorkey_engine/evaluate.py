@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m corridorkey_engine.evaluate", description=__doc__.split("\n")[0]
     )
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: the bundled demo model")
-    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--frames", type=int, default=200)
     p.add_argument("--size", type=int, default=None, help="square frame size (default: the model's img_size)")
     p.add_argument("--first-seed", type=int, default=HELDOUT_SEED_BASE)
     p.add_argument("--device", default="cpu")
