@@ -277,11 +277,10 @@ def _hub_source(repo_id: str | None) -> Any:
 
 
 def _describe_engine(engine: Any) -> str:
-    ckpt = getattr(engine, "checkpoint", None)
-    path = getattr(ckpt, "path", "?")
-    fmt = getattr(getattr(ckpt, "format", None), "name", "?")
-    dtype = str(getattr(engine, "dtype", "?")).replace("torch.", "")
-    return f"device {getattr(engine, 'device', '?')} ({dtype}), checkpoint {path} ({fmt})"
+    ckpt = engine.checkpoint  # None for a model built in memory
+    source = f"checkpoint {ckpt.path} ({ckpt.format.name})" if ckpt is not None else "model from memory"
+    dtype = str(engine.dtype).replace("torch.", "")
+    return f"device {engine.device} ({dtype}), {source}"
 
 
 def _key_options(args: argparse.Namespace) -> Any:
