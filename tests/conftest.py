@@ -59,3 +59,18 @@ def registry() -> Registry:
 def info_logs(caplog):
     caplog.set_level(logging.INFO, logger="ckpt_formats")
     return caplog
+
+
+@pytest.fixture
+def hub():
+    """A fake Hugging Face Hub on 127.0.0.1 (tests/fakehub.py), stopped at teardown."""
+    from fakehub import FakeHub
+
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """A private Hugging Face cache directory."""
+    return tmp_path / "hf-cache"

@@ -6,19 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from fakehub import FakeHub
 from hub_testing import PTH, REPO, ST, child_env, leftovers, pth_bytes, safetensors_bytes
 
 from ckpt_formats.cli import main
 
 CK_ARGS = [f"--filename=safetensors={ST}", f"--filename=pickle={PTH}"]
 BOTH = {ST: safetensors_bytes(), PTH: pth_bytes()}
-
-
-@pytest.fixture
-def hub():
-    with FakeHub() as server:
-        yield server
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

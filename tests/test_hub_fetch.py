@@ -15,23 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakehub import FakeHub
 from hub_testing import CK_NAMES, PTH, REPO, ST, leftovers, pth_bytes, safetensors_bytes, sha256, source
 
 from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, HubSource, get_registry
 from ckpt_formats import hub as hub_module
 from ckpt_formats.hub import fetch
-
-
-@pytest.fixture
-def hub():
-    with FakeHub() as server:
-        yield server
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    return tmp_path / "hf-cache"
 
 
 @pytest.fixture

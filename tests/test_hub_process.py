@@ -16,7 +16,6 @@ import time
 
 import pytest
 import torch
-from fakehub import FakeHub
 from hub_testing import (
     CHILD,
     PTH,
@@ -33,12 +32,6 @@ from hub_testing import (
 
 CK_ARGS = [f"--name=safetensors={ST}", f"--name=pickle={PTH}"]
 BOTH = {ST: safetensors_bytes(), PTH: pth_bytes()}
-
-
-@pytest.fixture
-def hub():
-    with FakeHub() as server:
-        yield server
 
 
 def test_environment_configures_the_client_and_offline_uses_its_cache(hub, tmp_path):

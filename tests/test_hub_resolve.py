@@ -7,27 +7,14 @@ from ``HF_HUB_OFFLINE`` at import); ``test_hub_process.py`` does it through the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict
-from fakehub import FakeHub
 from hub_testing import PTH, REPO, ST, leftovers, pth_bytes, safetensors_bytes, source
 
 from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, get_registry, resolve
 from ckpt_formats.hub import fetch
-
-
-@pytest.fixture
-def hub():
-    with FakeHub() as server:
-        yield server
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    return tmp_path / "hf-cache"
 
 
 @pytest.fixture
