@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 from .registry import Registry, get_registry
 from .statedict import clean_state_dict
@@ -139,20 +139,16 @@ def convert(
     )
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write_verified(tmp: Path) -> None:
         target.save(tensors, tmp, metadata)
-        reloaded = target.load(Candidate(target.name, tmp), "cpu")
-        verify_identical(tensors, reloaded, output)
-        del reloaded
-        os.replace(tmp, output)
+        verify_identical(tensors, target.load(Candidate(target.name, tmp), "cpu"), output)
+
+    try:
+        atomic_write(output, write_verified)
     except ConversionError:
-        tmp.unlink(missing_ok=True)
         raise
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         raise ConversionError(f"{output}: writing failed: {type(exc).__name__}: {exc}") from exc
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     logger.info("converted %s (%s) to %s: %d tensors, %d bytes", source, fmt.name, output, len(tensors), size)

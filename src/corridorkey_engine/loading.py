@@ -239,20 +239,14 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s weights as a ``.safetensors`` file whose metadata carries its config (plus
     ``metadata``), atomically: a temporary file beside it (outside the discovery globs), then a rename."""
-    import tempfile
-
     from safetensors.torch import save_file
+
+    from ckpt_formats.atomic import atomic_write
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a GreenFormer checkpoint is written as .safetensors")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata={**(metadata or {}), **model.config.to_metadata()})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    metadata = {**(metadata or {}), **model.config.to_metadata()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
