@@ -17,9 +17,9 @@ from .errors import (
     CheckpointNotFoundError,
     PluginError,
 )
+from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
 from .registry import Registry, get_registry, resolve
-from .types import Candidate, CheckpointFormat, ResolvedCheckpoint
 
 if TYPE_CHECKING:
     from .hub import HubSource
