@@ -158,7 +158,8 @@ class Plugins:
         try:
             self._pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:  # an implementation whose arguments the spec lacks
-            raise PluginError(f"plugin {name!r}: {exc}") from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"plugin {name!r}: {detail}") from exc
         self._distributions[name] = dist
         try:
             self._check_hooks(plugin, name)
