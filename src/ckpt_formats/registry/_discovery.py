@@ -37,7 +37,12 @@ class Discovery:
         return next((f for f in self.formats if self.candidates.get(f.name)), None)
 
     def choose(self, select: str | None = None) -> tuple[CheckpointFormat, Candidate, list[Candidate]]:
-        """Apply the resolve rules: the winning format, its one candidate, and the shadowed candidates."""
+        """Apply the resolve rules: the winning format, its one candidate, and the shadowed candidates.
+
+        Raises:
+            CheckpointNotFoundError: no allowed format has a candidate (the message says what was seen).
+            AmbiguousCheckpointError: the winning format has several candidates.
+        """
         fmt = self.winner
         if fmt is None:
             raise CheckpointNotFoundError(not_found_message(self, select))
@@ -124,7 +129,17 @@ def discover(
 
 
 def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[CheckpointFormat]) -> None:
-    """Refuse a file whose bytes are not what its format expects, before any loader touches it."""
+    """Refuse a file whose bytes are not what its format expects, before any loader touches it.
+
+    Args:
+        fmt: the candidate's format.
+        candidate: every file of it is checked for presence and Git LFS pointers, the primary by ``matches``.
+        known: every format, to say which one the content really matches.
+
+    Raises:
+        CheckpointLoadError: a file of the candidate is missing.
+        CheckpointContentError: a Git LFS pointer, or content that is not the format's.
+    """
     for path in candidate.paths:
         if not path.is_file():
             raise CheckpointLoadError(

@@ -76,6 +76,11 @@ class Registry:
         return sorted(self._ensure_loaded().formats.values(), key=lambda f: (-f.priority, f.name))
 
     def get_format(self, name: str) -> CheckpointFormat:
+        """The registered format called ``name``.
+
+        Raises:
+            CheckpointError: no format has that name (the message lists the registered ones).
+        """
         for fmt in self.all_formats():
             if fmt.name == name:
                 return fmt
@@ -85,7 +90,18 @@ class Registry:
     def formats(
         self, *, names: Sequence[str] | None = None, safe_only: bool | None = None
     ) -> list[CheckpointFormat]:
-        """The formats allowed by the caller's restriction and the safety policy, highest priority first."""
+        """The formats allowed by the caller's restriction and the safety policy, highest priority first.
+
+        Args:
+            names: only these format names (None: all).
+            safe_only: drop formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
+
+        Returns:
+            The allowed formats; ``CKPT_FORMATS_DISABLE`` removes formats and plugins too.
+
+        Raises:
+            CheckpointError: a name in ``names`` is not a registered format.
+        """
         safe = safe_only_from_env() if safe_only is None else safe_only
         disabled = disabled_from_env()
         allowed = []
@@ -136,7 +152,16 @@ class Registry:
         select: str | None = None,
         safe_only: bool | None = None,
     ) -> Discovery:
-        """Find every candidate of every allowed format in ``directory`` (not recursive)."""
+        """Find every candidate of every allowed format in ``directory`` (not recursive).
+
+        Args: as :meth:`resolve`.
+
+        Returns:
+            A :class:`Discovery`; its :meth:`~Discovery.choose` applies the resolve rules.
+
+        Raises:
+            CheckpointNotFoundError: ``directory`` does not exist or is not a directory.
+        """
         directory = Path(directory)
         allowed = self.formats(names=formats, safe_only=safe_only)
         if not directory.is_dir():
@@ -147,7 +172,15 @@ class Registry:
         )
 
     def load(self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu") -> tuple[Any, dict]:
-        """Check the candidate's content, then load it with its plugin. Never tries another format."""
+        """Check the candidate's content, then load it with its plugin. Never tries another format.
+
+        Returns:
+            The state dict on ``device`` and the format's metadata.
+
+        Raises:
+            CheckpointContentError: a file is missing, a Git LFS pointer, or not the format's content.
+            CheckpointLoadError: the plugin failed to load it or returned something other than a mapping.
+        """
         check_content(fmt, candidate, self.all_formats())
         try:
             state_dict = fmt.load(candidate, str(device))
@@ -183,6 +216,24 @@ class Registry:
         Rules: the highest-priority format with a candidate wins; two candidates of the winning format are
         an :class:`AmbiguousCheckpointError`; a winner that fails to load is a :class:`CheckpointLoadError`
         (never a silent fallback); no candidate is a :class:`CheckpointNotFoundError`.
+
+        Args:
+            directory: the folder to search (not recursive; hidden files are never candidates).
+            device: where the winning plugin's loader puts the tensors.
+            formats: only consider these format names.
+            exclude: file-name globs to ignore.
+            select: a name or glob choosing among several candidates of the winning format.
+            safe_only: drop formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
+            hub: where to download from when nothing local is found.
+
+        Returns:
+            The winner's format, candidate, state dict and metadata, and the shadowed candidates.
+
+        Raises:
+            CheckpointNotFoundError: nothing to load (and nothing on the hub).
+            AmbiguousCheckpointError: several candidates of the winning format.
+            CheckpointLoadError: the winner failed to load (:class:`CheckpointContentError`: wrong content).
+            CheckpointDownloadError: the hub fetch failed for a reason other than "file absent".
         """
         directory = Path(directory)
         downloaded = False
