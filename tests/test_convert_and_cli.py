@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
 
-from ckpt_formats import CheckpointLoadError
+from ckpt_formats import CheckpointFormat, CheckpointLoadError, Registry, hookimpl
+from ckpt_formats.atomic import atomic_write, is_temp_file, sweep_temps, temp_path_for
 from ckpt_formats.convert import ConversionError, convert
 
 
@@ -90,6 +95,145 @@ def test_convert_respects_safe_only(tmp_path, registry):
     with pytest.raises(CheckpointLoadError, match="disabled by the safety policy"):
         convert(src, tmp_path / "m.safetensors", safe_only=True, registry=registry)
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# -- writing: umask mode, interruption, stale temporaries (ckpt_formats.atomic) ---------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_converted_files_get_the_mode_a_normal_write_gets(tmp_path, registry, umask):
+    src = write_pth(tmp_path / "m.pth")
+    old = os.umask(umask)
+    try:
+        convert(src, tmp_path / "m.safetensors", registry=registry)
+        (tmp_path / "plain").write_bytes(b"x")  # what open(path, "w") gives under this umask
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+
+
+def _failing_target_registry(written: list[Path]) -> Registry:
+    """A registry whose safetensors saver writes half a file, then fails (a full disk, a crash)."""
+
+    def save(state_dict, path, metadata):
+        Path(path).write_bytes(b"half a file")
+        written.append(Path(path))
+        raise OSError(28, "No space left on device")
+
+    def load(candidate, device):
+        return torch.load(candidate.path, map_location=device, weights_only=True)
+
+    class Plugin:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register(
+                CheckpointFormat(
+                    name="safetensors", priority=100, globs=("*.safetensors",), load=load, save=save
+                )
+            )
+            register(CheckpointFormat(name="pt", priority=0, globs=("*.pt",), load=load))
+
+    registry = Registry(load_entry_points=False)
+    registry.register(Plugin(), name="failing")
+    return registry
+
+
+def test_a_write_that_fails_midway_leaves_the_old_output_and_no_temporary(tmp_path):
+    written: list[Path] = []
+    registry = _failing_target_registry(written)
+    src = write_pth(tmp_path / "m.pt")
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"previous version")
+    with pytest.raises(ConversionError, match="writing failed: OSError"):
+        convert(src, out, force=True, registry=registry)
+    assert written and is_temp_file(written[0], "m.safetensors")  # the partial bytes went to a temporary
+    assert out.read_bytes() == b"previous version"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.safetensors"]
+
+
+def test_an_exception_inside_the_write_callback_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt  # not even an Exception: the temporary still goes
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, write)
+    assert list(tmp_path.iterdir()) == []
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from ckpt_formats.atomic import atomic_write
+
+def write(tmp: Path) -> None:
+    with open(tmp, "wb") as f:
+        f.write(b"x" * 4096)
+        f.flush()
+        print(tmp, flush=True)  # the parent kills us now, mid-write
+        time.sleep(60)
+        f.write(b"never")
+
+atomic_write(sys.argv[1], write)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_file_under_the_final_name(tmp_path):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"previous version")
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        tmp = Path(child.stdout.readline().strip())
+        assert tmp.stat().st_size == 4096
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert target.read_bytes() == b"previous version"  # never replaced by a partial file
+    assert tmp.parent == tmp_path and is_temp_file(tmp, target.name)
+    assert registry_sees(tmp_path) == ["model.safetensors"]  # the leftover is invisible to discovery
+    assert sweep_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def registry_sees(folder: Path) -> list[str]:
+    found = Registry().discover(folder)
+    return [c.path.name for cands in found.candidates.values() for c in cands]
+
+
+def test_sweep_removes_only_the_projects_temporaries(tmp_path):
+    ours = [temp_path_for(tmp_path / "model.safetensors"), temp_path_for(tmp_path / "frame_0001.png")]
+    not_ours = [
+        ".model.safetensors.0123abcd.part",  # another tool's (and the hub's former) staging name
+        ".model.safetensors.0123456789AB.tmp",  # upper-case hex: not a name we make
+        ".model.safetensors.0123456789a.tmp",  # 11 hex digits
+        "model.safetensors.0123456789ab.tmp",  # not hidden
+        ".hidden.tmp",
+        "notes.tmp",
+        ".ckpt-formats-fetch.lock",
+        "model.safetensors",
+    ]
+    for path in ours:
+        path.write_bytes(b"partial")
+    for name in not_ours:
+        (tmp_path / name).write_bytes(b"keep")
+    folder_named_like_a_temp = temp_path_for(tmp_path / "dir")
+    folder_named_like_a_temp.mkdir()
+
+    assert sweep_temps(tmp_path, target="frame_0001.png") == 1  # only that target's
+    assert ours[0].exists() and not ours[1].exists()
+    assert sweep_temps(tmp_path) == 1
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*not_ours, folder_named_like_a_temp.name])
+    assert sweep_temps(tmp_path / "missing") == 0
 
 
 # -- the CLI, run as users run it ------------------------------------------------------------------

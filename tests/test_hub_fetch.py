@@ -18,7 +18,7 @@ import torch
 from hub_testing import CK_NAMES, PTH, REPO, ST, leftovers, pth_bytes, safetensors_bytes, sha256, source
 
 from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, HubSource, get_registry
-from ckpt_formats import hub as hub_module
+from ckpt_formats.atomic import is_temp_file, temp_path_for
 from ckpt_formats.hub import fetch
 
 
@@ -277,8 +277,8 @@ def test_not_enough_disk_space_gives_the_size_from_the_hub(hub, cache, target):
 def test_staging_names_are_outside_every_discovery_glob(tmp_path):
     globs = [g for f in get_registry().all_formats() for g in f.globs]
     for name in (ST, PTH, "model.safetensors.index.json", "weights.npz"):
-        staged = hub_module.staging_path(tmp_path / name).name
-        assert staged.startswith(".") and staged.endswith(".part")  # hidden: discovery skips dotfiles
+        staged = temp_path_for(tmp_path / name).name  # the name the hub stages a download under
+        assert staged.startswith(".") and is_temp_file(staged, name)  # hidden: discovery skips dotfiles
         assert not [g for g in globs if fnmatch.fnmatchcase(staged, g)], staged
 
 

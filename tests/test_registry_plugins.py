@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,15 @@ import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict, write_pth
 
-from ckpt_formats import Candidate, CheckpointFormat, PluginError, Registry, hookimpl, hookspecs
+from ckpt_formats import (
+    Candidate,
+    CheckpointContentError,
+    CheckpointFormat,
+    PluginError,
+    Registry,
+    hookimpl,
+    hookspecs,
+)
 
 
 def _load_txt(candidate: Candidate, device: str) -> dict[str, torch.Tensor]:
@@ -208,3 +217,109 @@ def test_listing_formats_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- strict hooks: an implementation whose name matches no spec (pluggy's check_pending) -----------------
+
+
+class MisspelledHook:
+    """Implements ``ckpt_formats_register_format`` (singular): a typo pluggy knows no spec for."""
+
+    @hookimpl
+    def ckpt_formats_register_format(self, register):
+        register(TXT)
+
+
+def test_runtime_plugin_with_a_misspelled_hook_is_refused_by_name(tmp_path, registry):
+    before = [f.name for f in registry.all_formats()]
+    with pytest.raises(PluginError) as err:
+        registry.register(MisspelledHook(), name="typo-plugin")
+    message = str(err.value)
+    assert "plugin 'typo-plugin'" in message
+    assert "unknown hook 'ckpt_formats_register_format'" in message
+    assert "ckpt_formats_register_formats" in message  # the hook it probably meant
+    assert [f.name for f in registry.all_formats()] == before
+    # nothing was left behind: the name is free and the spec'd hooks still work
+    assert registry.register(TxtPlugin(), name="typo-plugin") == "typo-plugin"
+    (tmp_path / "a.weights.txt").write_text("4 5")
+    assert registry.resolve(tmp_path).state_dict["values"].tolist() == [4.0, 5.0]
+
+
+def test_runtime_plugin_whose_hook_takes_the_wrong_argument_is_a_plugin_error(registry):
+    class WrongArgument:
+        @hookimpl
+        def ckpt_formats_register_formats(self, registrar):
+            registrar(TXT)
+
+    with pytest.raises(PluginError, match="plugin 'wrong-arg': .*'registrar'.* not be found in the hookspec"):
+        registry.register(WrongArgument(), name="wrong-arg")
+    assert "txt" not in [f.name for f in registry.all_formats()]
+
+
+MISSPELLED_MODULE = """
+    from ckpt_formats import CheckpointFormat, hookimpl
+
+    @hookimpl
+    def ckpt_formats_register_format(register):
+        register(CheckpointFormat(name="typo-format", priority=7, globs=("*.typo",), load=print))
+    """
+
+
+def test_entry_point_with_a_misspelled_hook_is_broken_and_listed(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path, "typo-dist", "typo", "ckf_typo_mod", MISSPELLED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    names = [f.name for f in registry.all_formats()]
+    assert "typo-format" not in names and "safetensors" in names
+    broken = {b.name: b for b in registry.broken_plugins}
+    assert set(broken) == {"typo"} and broken["typo"].distribution == "typo-dist"
+    assert "plugin 'typo': unknown hook 'ckpt_formats_register_format'" in broken["typo"].error
+
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    cli = [sys.executable, "-m", "ckpt_formats.cli", "list"]
+    listed = subprocess.run(cli, capture_output=True, text=True, env=env, check=True)
+    line = [x for x in listed.stdout.splitlines() if x.startswith("BROKEN")]
+    assert line == [f"BROKEN plugin typo (typo-dist): {broken['typo'].error}"]
+    assert "safetensors" in listed.stdout and "typo-format" not in listed.stdout
+
+
+def test_the_quick_start_in_the_package_docstring_is_a_working_plugin(tmp_path, monkeypatch):
+    import importlib
+
+    from conftest import write_safetensors
+
+    import ckpt_formats
+
+    doc = textwrap.dedent(ckpt_formats.__doc__)
+    after = doc.split("``my_plugin.py``, a complete plugin")[1].split("::\n", 1)[1]
+    code = after.split("\n``ckpt-formats")[0]
+    (tmp_path / "ckf_quick_start.py").write_text(textwrap.dedent(code))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = importlib.import_module("ckf_quick_start")
+
+    registry = Registry(load_entry_points=False)
+    registry.register(plugin)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    write_safetensors(weights / "model.st")
+    got = registry.resolve(weights)
+    assert got.format.name == "st-alias" and got.format.plugin == "ckf_quick_start"
+    assert_same_tensors(got.state_dict, tiny_state_dict())
+    (weights / "model.st").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointContentError, match="named like a st-alias file"):
+        registry.resolve(weights)
+
+
+def test_every_plugin_types_its_hook_with_the_public_registrar():
+    import typing
+
+    import ckpt_formats_npz
+    import ckpt_formats_pickle
+    import ckpt_formats_safetensors
+
+    from ckpt_formats import FormatRegistrar
+
+    assert "FormatRegistrar" in __import__("ckpt_formats").__all__
+    for plugin in (ckpt_formats_safetensors, ckpt_formats_pickle, ckpt_formats_npz):
+        hints = typing.get_type_hints(plugin.ckpt_formats_register_formats)
+        assert hints["register"] is FormatRegistrar, plugin.__name__

@@ -1,6 +1,7 @@
 """Builtin plugin: legacy PyTorch pickle checkpoints (``.pth``, ``.pt``, ``.ckpt``).
 
-DEPRECATED: remove after .pth sunset. The whole plugin exists only for pickle checkpoints.
+Removing this plugin (its folder and its entry point in pyproject.toml) is the .pth sunset itself, so its
+functions carry no deprecation tags; the steps are in docs/security.md.
 
 Pickle can run code while loading. We only ever call ``torch.load(weights_only=True)``, whose restricted
 unpickler refuses anything but tensors and plain containers, and the format is still marked
@@ -9,19 +10,18 @@ unpickler refuses anything but tensors and plain containers, and the format is s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, hookimpl
+from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl
 from ckpt_formats.sniff import looks_like_pickle, looks_like_zip
 
 
-def _matches(path) -> bool:
-    # DEPRECATED: remove after .pth sunset
+def _matches(path: Path) -> bool:
     return looks_like_zip(path) or looks_like_pickle(path)
 
 
 def _load(candidate: Candidate, device: str) -> Any:
-    # DEPRECATED: remove after .pth sunset
     import pickle
 
     import torch
@@ -53,6 +53,5 @@ PICKLE = CheckpointFormat(
 
 
 @hookimpl
-def ckpt_formats_register_formats(register) -> None:
-    # DEPRECATED: remove after .pth sunset
+def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
     register(PICKLE)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, hookimpl
+from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl
 from ckpt_formats.sniff import looks_like_safetensors
 
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -155,6 +155,6 @@ SAFETENSORS_SHARDED = CheckpointFormat(
 
 
 @hookimpl
-def ckpt_formats_register_formats(register) -> None:
+def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
     register(SAFETENSORS_SHARDED)
     register(SAFETENSORS)

@@ -1,7 +1,48 @@
 """ckpt_formats: a pluggable, safe checkpoint-format registry.
 
-Importing this package is cheap: torch, safetensors and huggingface_hub are imported only by the functions
-that load, save or download, and plugins' entry points are loaded on first use of the registry.
+Applications call :func:`resolve` (or :func:`get_registry`); plugins declare formats. Importing this package
+is cheap: torch, safetensors and huggingface_hub are imported only by the functions that load, save or
+download, and plugins' entry points are loaded on first use of the registry.
+
+Plugin author's quick start
+---------------------------
+
+A plugin is a module with one hook implementation, listed in the ``ckpt_formats`` entry-point group of its
+distribution's ``pyproject.toml``::
+
+    [project.entry-points.ckpt_formats]
+    st-alias = "my_plugin"
+
+``my_plugin.py``, a complete plugin (safetensors files under the ``.st`` extension)::
+
+    from ckpt_formats import Candidate, CheckpointFormat, FormatRegistrar, hookimpl
+    from ckpt_formats.sniff import looks_like_safetensors
+
+
+    def load(candidate: Candidate, device: str) -> dict:
+        from safetensors.torch import load_file  # heavy imports inside the function: listing stays fast
+
+        return load_file(candidate.path, device=device)
+
+
+    ST_ALIAS = CheckpointFormat(
+        name="st-alias",
+        priority=90,  # safetensors is 100, pickle 0: the highest priority with a candidate wins
+        globs=("*.st",),
+        load=load,
+        matches=looks_like_safetensors,  # content check before load; a mismatch is a clear error
+        description="safetensors under the .st extension",
+    )
+
+
+    @hookimpl
+    def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
+        register(ST_ALIAS)
+
+``ckpt-formats list`` shows the new format (or the plugin as broken, with the reason); in tests, register
+the module at run time with ``Registry(load_entry_points=False).register(my_plugin)``. The hooks are
+documented in :mod:`ckpt_formats.hookspecs`, the fields in :class:`CheckpointFormat`, the content checks a
+plugin may reuse in :mod:`ckpt_formats.sniff`; docs/plugin-authors.md has the whole guide.
 """
 
 from __future__ import annotations
@@ -17,9 +58,9 @@ from .errors import (
     CheckpointNotFoundError,
     PluginError,
 )
+from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
-from .registry import Registry, get_registry, resolve
-from .types import Candidate, CheckpointFormat, ResolvedCheckpoint
+from .registry import FormatRegistrar, Registry, get_registry, resolve
 
 if TYPE_CHECKING:
     from .hub import HubSource
@@ -33,6 +74,7 @@ __all__ = [
     "CheckpointFormat",
     "CheckpointLoadError",
     "CheckpointNotFoundError",
+    "FormatRegistrar",
     "HubSource",
     "PluginError",
     "Registry",

@@ -9,9 +9,10 @@ manifests) goes through here:
 3. it is renamed over the target (``os.replace``: atomic on POSIX and Windows);
 4. the folder is fsynced, so the rename itself survives a power cut.
 
-The file is created by the writer with the mode a plain ``open(path, "w")`` gets under the umask (not
-``mkstemp``'s 0600). Temporaries left by a killed process are recognised by :func:`is_temp_file` and removed
-by :func:`sweep_temps`.
+The file gets the mode a plain ``open(path, "w")`` gets under the umask (not ``mkstemp``'s 0600, which
+some writers, safetensors' ``save_file`` among them, give their output: it is set back before the rename).
+Temporaries left by a killed process are recognised by :func:`is_temp_file` and removed by
+:func:`sweep_temps`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,8 +77,28 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _plain_mode() -> int:
+    """The mode a new file gets from ``open(path, "w")``: 0o666 less the process umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:  # Linux: read without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and put it back)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def replace_durably(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
-    """fsync ``tmp``, rename it over ``path``, fsync the folder. For callers that stage files themselves."""
+    """Give ``tmp`` the plain-write mode, fsync it, rename it over ``path``, fsync the folder.
+
+    For callers that stage files themselves; :func:`atomic_write` and :func:`staged` end with it.
+    """
+    mode = _plain_mode()
+    if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+        os.chmod(tmp, mode)
     _fsync_file(Path(tmp))
     os.replace(tmp, path)
     fsync_directory(Path(path).parent)

@@ -76,7 +76,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_checkpoint
+    from ._inspection import inspect_checkpoint
 
     info = inspect_checkpoint(args.file, safe_only=args.safe_only)
     if args.json:

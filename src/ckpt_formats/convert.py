@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
 from .errors import CheckpointError
+from .formats import Candidate
 from .registry import Registry, get_registry
 from .statedict import clean_state_dict
-from .types import Candidate
 
 if TYPE_CHECKING:
     import torch

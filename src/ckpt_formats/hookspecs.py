@@ -1,4 +1,9 @@
-"""The pluggy hook specifications. Specs only: the manager lives in :mod:`ckpt_formats.registry`."""
+"""The pluggy hook specifications. Specs only: the manager lives in :mod:`ckpt_formats.registry`.
+
+A plugin implements a hook by defining a function of the same name marked with :data:`hookimpl`. A function
+whose name starts with ``ckpt_formats_`` but matches no spec here (a typo) makes the plugin broken: the
+registry runs pluggy's ``check_pending()`` after adding each plugin.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ if TYPE_CHECKING:
     from .registry import FormatRegistrar
 
 
+# -- declaring formats (called once per plugin, on first use of the registry) ---------------------------
+
+
 @hookspec
 def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
     """Declare this plugin's checkpoint formats.
@@ -25,4 +33,9 @@ def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
     :class:`~ckpt_formats.errors.PluginError` naming this plugin when one is invalid. Every plugin's
     implementation is called once, on first use of the registry; results are not combined, so the
     return value is ignored.
+
+    :param register:
+        The :class:`~ckpt_formats.FormatRegistrar` of this plugin: ``register(fmt)`` adds the
+        :class:`~ckpt_formats.CheckpointFormat` ``fmt``; ``register.plugin`` and
+        ``register.distribution`` say under which name and from which distribution the plugin was loaded.
     """

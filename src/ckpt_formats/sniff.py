@@ -1,4 +1,9 @@
-"""Tell what a file really is from its first bytes, so a misnamed file gets an accurate error."""
+"""Tell what a file really is from its first bytes, so a misnamed file gets an accurate error.
+
+Public for plugins: a format's ``matches`` content check may be one of these functions (the builtin
+safetensors plugin uses :func:`looks_like_safetensors`), and the registry calls :func:`identify` to say what
+a refused file really is. Each function reads at most the first bytes of the file, never loads it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,20 @@ from pathlib import Path
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 _HEAD_BYTES = 64
 
+__all__ = [
+    "LFS_POINTER_PREFIX",
+    "identify",
+    "is_lfs_pointer",
+    "looks_like_json",
+    "looks_like_pickle",
+    "looks_like_safetensors",
+    "looks_like_zip",
+    "read_head",
+]
+
 
 def read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
+    """The first ``size`` bytes of ``path`` (fewer for a shorter file). Raises ``OSError``."""
     with open(path, "rb") as f:
         return f.read(size)
 
@@ -33,16 +50,18 @@ def looks_like_safetensors(path: Path) -> bool:
 
 
 def looks_like_zip(path: Path) -> bool:
+    """A zip archive (``PK\\x03\\x04``): torch.save's container, NumPy's ``.npz``."""
     return read_head(path, 4) == b"PK\x03\x04"
 
 
-def looks_like_pickle(path: Path) -> bool:
-    # DEPRECATED: remove after .pth sunset
+def looks_like_pickle(path: Path) -> bool:  # DEPRECATED: remove after .pth sunset
+    """A raw pickle stream (protocol 2 to 5): a legacy ``torch.save`` checkpoint."""
     head = read_head(path, 2)
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def looks_like_json(path: Path) -> bool:
+    """A whole JSON document (read up to 16 MiB), such as a sharded checkpoint's index."""
     try:
         with open(path, "rb") as f:
             json.loads(f.read(16 * 1024 * 1024))
@@ -66,7 +85,7 @@ def identify(path: Path) -> str:
     if looks_like_zip(path):
         # DEPRECATED: remove after .pth sunset (torch.save's zip container is a pickle inside)
         return "a zip archive (a PyTorch .pth pickle checkpoint or a NumPy .npz archive)"
-    if looks_like_pickle(path):
+    if looks_like_pickle(path):  # DEPRECATED: remove after .pth sunset
         return "a raw pickle (a legacy PyTorch checkpoint)"
     if looks_like_json(path):
         return "a JSON file"

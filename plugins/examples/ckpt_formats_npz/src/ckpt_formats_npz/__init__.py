@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, hookimpl
+from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl
 
 
 def _matches(path: Path) -> bool:
@@ -57,5 +57,5 @@ NPZ = CheckpointFormat(
 
 
 @hookimpl
-def ckpt_formats_register_formats(register) -> None:
+def ckpt_formats_register_formats(register: FormatRegistrar) -> None:
     register(NPZ)

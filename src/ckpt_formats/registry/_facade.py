@@ -1,0 +1,279 @@
+"""The :class:`Registry` facade and :func:`resolve`: the calls applications make.
+
+The registry delegates plugin loading to :mod:`._plugins` and the reading of a directory to
+:mod:`._discovery`; what it adds is the policy (restriction, safe-only, disabled formats), loading with a
+clear error, and the resolve rules (including the hub fetch when nothing is local).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckpointError, CheckpointLoadError, CheckpointNotFoundError
+from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
+from ._discovery import Discovery, check_content, discover, matches_format
+from ._plugins import DISABLE_ENV, BrokenPlugin, Plugins, disabled_from_env, safe_only_from_env
+
+if TYPE_CHECKING:
+    from ..hub import HubSource
+
+logger = logging.getLogger("ckpt_formats.registry")
+
+
+class Registry:
+    """Formats declared by plugins. Entry points are loaded once, on first use."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self._plugins = Plugins()
+        self._load_entry_points = load_entry_points
+        self._loaded = False
+
+    # -- plugins -------------------------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> Plugins:
+        if not self._loaded:
+            self._loaded = True
+            if self._load_entry_points:
+                self._plugins.load_entry_points()
+        return self._plugins
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object or module at run time (applications, tests).
+
+        Args:
+            plugin: a module or object with ``@hookimpl`` functions.
+            name: the plugin's name (default: its ``__name__``, else its class name).
+
+        Returns:
+            The name it was registered under.
+
+        Raises:
+            PluginError: the plugin implements a hook no spec declares, or declares anything invalid; the
+                registry is then unchanged.
+        """
+        plugins = self._ensure_loaded()
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        plugins.add(plugin, name, None)
+        return name
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered as ``name`` and its formats."""
+        self._ensure_loaded().remove(name)
+
+    @property
+    def broken_plugins(self) -> list[BrokenPlugin]:
+        """The installed plugins that were skipped, with the reason."""
+        return list(self._ensure_loaded().broken.values())
+
+    # -- formats -------------------------------------------------------------------------------------
+
+    def all_formats(self) -> list[CheckpointFormat]:
+        """Every registered format, highest priority first (ties by name), policy not applied."""
+        return sorted(self._ensure_loaded().formats.values(), key=lambda f: (-f.priority, f.name))
+
+    def get_format(self, name: str) -> CheckpointFormat:
+        """The registered format called ``name``.
+
+        Raises:
+            CheckpointError: no format has that name (the message lists the registered ones).
+        """
+        for fmt in self.all_formats():
+            if fmt.name == name:
+                return fmt
+        known = ", ".join(f.name for f in self.all_formats()) or "none"
+        raise CheckpointError(f"unknown checkpoint format {name!r} (registered: {known})")
+
+    def formats(
+        self, *, names: Sequence[str] | None = None, safe_only: bool | None = None
+    ) -> list[CheckpointFormat]:
+        """The formats allowed by the caller's restriction and the safety policy, highest priority first.
+
+        Args:
+            names: only these format names (None: all).
+            safe_only: drop formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
+
+        Returns:
+            The allowed formats; ``CKPT_FORMATS_DISABLE`` removes formats and plugins too.
+
+        Raises:
+            CheckpointError: a name in ``names`` is not a registered format.
+        """
+        safe = safe_only_from_env() if safe_only is None else safe_only
+        disabled = disabled_from_env()
+        allowed = []
+        if names is not None:
+            for name in names:
+                self.get_format(name)  # unknown names are an error, not a silent no-op
+        for fmt in self.all_formats():
+            if names is not None and fmt.name not in names:
+                continue
+            if fmt.name in disabled or fmt.plugin in disabled:
+                continue
+            if safe and fmt.executes_code:
+                continue
+            allowed.append(fmt)
+        return allowed
+
+    def format_for_file(self, path: Path) -> CheckpointFormat:
+        """The highest-priority format whose globs match ``path``'s name (for convert and inspect)."""
+        matching = [f for f in self.all_formats() if matches_format(path.name, f)]
+        if not matching:
+            globs = "; ".join(f"{f.name}: {', '.join(f.globs)}" for f in self.all_formats())
+            raise CheckpointNotFoundError(f"{path}: no registered format matches this file name ({globs})")
+        return matching[0]
+
+    def candidate_for_file(
+        self, path: Path, *, safe_only: bool | None = None
+    ) -> tuple[CheckpointFormat, Candidate]:
+        """The format and candidate for one named file (convert, inspect), with the policy applied."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"{path}: no such file")
+        fmt = self.format_for_file(path)
+        if fmt.name not in {f.name for f in self.formats(safe_only=safe_only)}:
+            raise CheckpointLoadError(
+                f"{path}: the {fmt.name} format is disabled by the safety policy (safe-only or {DISABLE_ENV})"
+            )
+        found = fmt.discover(path.parent, [path]) if fmt.discover is not None else []
+        return fmt, found[0] if found else Candidate(fmt.name, path)
+
+    # -- discovery and loading -----------------------------------------------------------------------
+
+    def discover(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        formats: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        select: str | None = None,
+        safe_only: bool | None = None,
+    ) -> Discovery:
+        """Find every candidate of every allowed format in ``directory`` (not recursive).
+
+        Args: as :meth:`resolve`.
+
+        Returns:
+            A :class:`Discovery`; its :meth:`~Discovery.choose` applies the resolve rules.
+
+        Raises:
+            CheckpointNotFoundError: ``directory`` does not exist or is not a directory.
+        """
+        directory = Path(directory)
+        allowed = self.formats(names=formats, safe_only=safe_only)
+        if not directory.is_dir():
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise CheckpointNotFoundError(f"checkpoint directory {directory} {what}")
+        return discover(
+            directory, allowed, self.all_formats(), restricted_to=formats, exclude=exclude, select=select
+        )
+
+    def load(self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu") -> tuple[Any, dict]:
+        """Check the candidate's content, then load it with its plugin. Never tries another format.
+
+        Returns:
+            The state dict on ``device`` and the format's metadata.
+
+        Raises:
+            CheckpointContentError: a file is missing, a Git LFS pointer, or not the format's content.
+            CheckpointLoadError: the plugin failed to load it or returned something other than a mapping.
+        """
+        check_content(fmt, candidate, self.all_formats())
+        try:
+            state_dict = fmt.load(candidate, str(device))
+            metadata = dict(fmt.read_metadata(candidate)) if fmt.read_metadata else {}
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointLoadError(
+                f"{candidate.path}: failed to load as {fmt.name}: {type(exc).__name__}: {exc}. "
+                "The file may be corrupt or truncated: re-download or re-export it "
+                "(no other format was tried)."
+            ) from exc
+        if not hasattr(state_dict, "keys"):
+            raise CheckpointLoadError(
+                f"{candidate.path}: the {fmt.name} loader returned {type(state_dict).__name__}, "
+                f"not a mapping of tensors (plugin {fmt.plugin!r})"
+            )
+        return state_dict, metadata
+
+    def resolve(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        formats: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        select: str | None = None,
+        safe_only: bool | None = None,
+        hub: HubSource | None = None,
+    ) -> ResolvedCheckpoint:
+        """Find the best checkpoint in ``directory`` (else fetch it from ``hub``) and load it.
+
+        Rules: the highest-priority format with a candidate wins; two candidates of the winning format are
+        an :class:`AmbiguousCheckpointError`; a winner that fails to load is a :class:`CheckpointLoadError`
+        (never a silent fallback); no candidate is a :class:`CheckpointNotFoundError`.
+
+        Args:
+            directory: the folder to search (not recursive; hidden files are never candidates).
+            device: where the winning plugin's loader puts the tensors.
+            formats: only consider these format names.
+            exclude: file-name globs to ignore.
+            select: a name or glob choosing among several candidates of the winning format.
+            safe_only: drop formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
+            hub: where to download from when nothing local is found.
+
+        Returns:
+            The winner's format, candidate, state dict and metadata, and the shadowed candidates.
+
+        Raises:
+            CheckpointNotFoundError: nothing to load (and nothing on the hub).
+            AmbiguousCheckpointError: several candidates of the winning format.
+            CheckpointLoadError: the winner failed to load (:class:`CheckpointContentError`: wrong content).
+            CheckpointDownloadError: the hub fetch failed for a reason other than "file absent".
+        """
+        directory = Path(directory)
+        downloaded = False
+        if hub is not None and not directory.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+        found = self.discover(directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only)
+        if found.winner is None and hub is not None:
+            from ..hub import fetch
+
+            fetch(hub, directory, found.formats)
+            downloaded = True
+            found = self.discover(
+                directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
+            )
+        fmt, candidate, shadowed = found.choose(select)
+        if shadowed:
+            logger.info(
+                "%s: using %s (%s, priority %d); shadowed: %s",
+                directory,
+                candidate.path.name,
+                fmt.name,
+                fmt.priority,
+                ", ".join(f"{c.path.name} ({c.format})" for c in shadowed),
+            )
+        state_dict, metadata = self.load(fmt, candidate, device)
+        logger.info("loaded %s checkpoint %s onto %s", fmt.name, candidate.path, device)
+        return ResolvedCheckpoint(fmt, candidate, state_dict, metadata, shadowed, downloaded)
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (entry points loaded on first use)."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def resolve(directory: str | os.PathLike[str], **kwargs: Any) -> ResolvedCheckpoint:
+    """:meth:`Registry.resolve` on the process-wide registry."""
+    return get_registry().resolve(directory, **kwargs)

@@ -1,0 +1,212 @@
+"""Plugin loading and validation: the pluggy manager, entry points, and the registrar plugins call.
+
+A plugin that cannot be imported, implements a hook no spec declares (pluggy's ``check_pending()``) or
+declares an invalid format is *broken*: it is skipped, logged and listed, and every other plugin keeps
+working. A plugin registered at run time with :meth:`Plugins.add` raises :class:`PluginError` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pluggy
+
+from .. import hookspecs
+from ..errors import PluginError
+from ..formats import CheckpointFormat
+
+logger = logging.getLogger("ckpt_formats.registry")
+
+SAFE_ONLY_ENV = "CKPT_FORMATS_SAFE_ONLY"
+DISABLE_ENV = "CKPT_FORMATS_DISABLE"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def safe_only_from_env() -> bool:
+    """True when ``CKPT_FORMATS_SAFE_ONLY`` asks for safe formats only (``1``, ``true``, ``yes``, ``on``)."""
+    return os.environ.get(SAFE_ONLY_ENV, "").strip().lower() in _TRUE
+
+
+def disabled_from_env() -> frozenset[str]:
+    """The plugin and format names listed in ``CKPT_FORMATS_DISABLE`` (comma-separated)."""
+    return frozenset(n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip())
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that could not be imported or declared something invalid."""
+
+    name: str
+    distribution: str | None
+    error: str
+
+
+class FormatRegistrar:
+    """What ``ckpt_formats_register_formats(register)`` receives: call it once per format.
+
+    ``register(CheckpointFormat(...))`` validates the declaration (unique name, integer priority, at least
+    one glob, callable loader and hooks) and raises :class:`~ckpt_formats.PluginError` naming the plugin
+    when it is invalid.
+
+    Attributes:
+        plugin: the name the plugin is registered under (its entry-point name).
+        distribution: the installed distribution that provides it; None for a plugin registered at run time.
+        formats: the formats accepted so far, normalised (tuples for globs, ``plugin`` filled in).
+    """
+
+    def __init__(self, plugin: str, distribution: str | None, taken: dict[str, CheckpointFormat]):
+        self.plugin = plugin
+        self.distribution = distribution
+        self._taken = taken
+        self.formats: list[CheckpointFormat] = []
+
+    def __call__(self, fmt: CheckpointFormat) -> None:
+        """Declare ``fmt``.
+
+        Args:
+            fmt: the format to add to the registry.
+
+        Raises:
+            PluginError: the declaration is invalid; the message names the plugin and the format.
+        """
+        self.formats.append(self._validate(fmt))
+
+    def _fail(self, what: str) -> PluginError:
+        return PluginError(f"plugin {self.plugin!r}: {what}")
+
+    def _validate(self, fmt: Any) -> CheckpointFormat:
+        if not isinstance(fmt, CheckpointFormat):
+            raise self._fail(f"register() takes a CheckpointFormat, got {type(fmt).__name__}")
+        if not isinstance(fmt.name, str) or not fmt.name.strip():
+            raise self._fail("a format needs a non-empty string name")
+        label = f"format {fmt.name!r}"
+        owner = self._taken.get(fmt.name) or next((f for f in self.formats if f.name == fmt.name), None)
+        if owner is not None:
+            raise self._fail(f"{label} is already registered by plugin {owner.plugin or self.plugin!r}")
+        if isinstance(fmt.priority, bool) or not isinstance(fmt.priority, int):
+            raise self._fail(f"{label}: priority must be an int, got {fmt.priority!r}")
+        globs = (fmt.globs,) if isinstance(fmt.globs, str) else tuple(fmt.globs or ())
+        if not globs or not all(isinstance(g, str) and g for g in globs):
+            raise self._fail(f"{label}: declare at least one discovery glob (e.g. '*.ext')")
+        if not callable(fmt.load):
+            raise self._fail(f"{label}: load must be callable (candidate, device) -> state dict")
+        for attr in ("save", "matches", "read_metadata", "discover", "companions"):
+            value = getattr(fmt, attr)
+            if value is not None and not callable(value):
+                raise self._fail(f"{label}: {attr} must be callable or None")
+        exclude = (fmt.exclude_globs,) if isinstance(fmt.exclude_globs, str) else tuple(fmt.exclude_globs)
+        hub_names = (fmt.hub_filenames,) if isinstance(fmt.hub_filenames, str) else tuple(fmt.hub_filenames)
+        return replace(
+            fmt,
+            globs=globs,
+            exclude_globs=exclude,
+            hub_filenames=hub_names,
+            executes_code=bool(fmt.executes_code),
+            plugin=self.plugin,
+            distribution=self.distribution,
+        )
+
+
+class Plugins:
+    """The pluggy manager of one registry and the formats its plugins declare."""
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._distributions: dict[str, str | None] = {}  # plugin name -> distribution, in order
+        self.formats: dict[str, CheckpointFormat] = {}
+        self.broken: dict[str, BrokenPlugin] = {}
+
+    def load_entry_points(self) -> None:
+        """Import and add every plugin of the ``ckpt_formats`` entry-point group, except disabled ones."""
+        from importlib.metadata import entry_points
+
+        disabled = disabled_from_env()
+        for ep in entry_points(group=hookspecs.PROJECT_NAME):
+            dist = ep.dist.name if ep.dist is not None else None
+            if ep.name in disabled:
+                logger.info("plugin %r is disabled by %s", ep.name, DISABLE_ENV)
+                continue
+            if self._pm.has_plugin(ep.name) or ep.name in self.broken:
+                continue  # the same entry point seen twice on sys.path
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                self._mark_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                self.add(plugin, ep.name, dist)
+            except PluginError as exc:
+                self._mark_broken(ep.name, dist, str(exc))
+
+    def _mark_broken(self, name: str, dist: str | None, error: str) -> None:
+        logger.error("ckpt_formats plugin %r (%s) is broken and was skipped: %s", name, dist or "?", error)
+        self.broken[name] = BrokenPlugin(name, dist, error)
+
+    def add(self, plugin: object, name: str, dist: str | None) -> None:
+        """Register ``plugin`` and validate its hooks and formats; leaves nothing behind when invalid.
+
+        Raises:
+            PluginError: the name is taken, a hook implementation matches no spec or has the wrong
+                arguments, or a declared format is invalid. The message names the plugin.
+        """
+        if self._pm.has_plugin(name) or self._pm.is_registered(plugin):
+            raise PluginError(f"plugin {name!r} is already registered")
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # an implementation whose arguments the spec lacks
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"plugin {name!r}: {detail}") from exc
+        self._distributions[name] = dist
+        try:
+            self._check_hooks(plugin, name)
+            self.collect()
+        except PluginError:
+            self.remove(name)
+            raise
+
+    def _check_hooks(self, plugin: object, name: str) -> None:
+        """pluggy's ``check_pending()``: every ``ckpt_formats_*`` implementation must match a spec."""
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            callers = self._pm.get_hookcallers(plugin) or []
+            unknown = sorted(c.name for c in callers if not c.has_spec())
+            known = ", ".join(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT_NAME}_"))
+            what = ", ".join(repr(n) for n in unknown) or str(exc)
+            raise PluginError(
+                f"plugin {name!r}: unknown hook {what} (no such hook specification; the hooks are: {known}). "
+                "Check the function's spelling"
+            ) from exc
+
+    def remove(self, name: str) -> None:
+        """Unregister the plugin called ``name`` and forget its formats."""
+        self._pm.unregister(name=name)
+        self._distributions.pop(name, None)
+        self.collect()
+
+    def collect(self) -> None:
+        """Call every plugin's ``ckpt_formats_register_formats`` in registration order, into :attr:`formats`.
+
+        Raises:
+            PluginError: a plugin declared an invalid format or its hook raised.
+        """
+        formats: dict[str, CheckpointFormat] = {}
+        order = list(self._distributions)  # registration order: a duplicate blames the later plugin
+        impls = self._pm.hook.ckpt_formats_register_formats.get_hookimpls()
+        for impl in sorted(impls, key=lambda i: order.index(i.plugin_name)):
+            registrar = FormatRegistrar(impl.plugin_name, self._distributions.get(impl.plugin_name), formats)
+            try:
+                impl.function(register=registrar)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: ckpt_formats_register_formats failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            formats.update((f.name, f) for f in registrar.formats)
+        self.formats = formats
