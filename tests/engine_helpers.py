@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from corridorkey_engine.config import GreenFormerConfig
-from corridorkey_engine.model import GreenFormer
+from corridorkey_engine.model.config import GreenFormerConfig
+from corridorkey_engine.model.network import GreenFormer
 
 TINY = GreenFormerConfig(
     encoder_kwargs={"embed_dim": 8, "num_heads": 1, "stages": [1, 1, 1, 1]},

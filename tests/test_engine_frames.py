@@ -11,15 +11,15 @@ import torch
 from engine_helpers import frame, tiny_model
 
 from corridorkey_engine import CorridorKeyEngine, save_checkpoint
-from corridorkey_engine import color as col
-from corridorkey_engine.despeckle import (
+from corridorkey_engine.keying import color as col
+from corridorkey_engine.keying.despeckle import (
     connected_components,
     despeckle,
     despeckle_opencv,
     despeckle_torch,
     remove_small_islands,
 )
-from corridorkey_engine.frames import PostProcessOptions, model_input, postprocess
+from corridorkey_engine.keying.frames import PostProcessOptions, model_input, postprocess
 
 CHANNELS = {"alpha": 1, "fg": 3, "processed": 4, "comp": 3}
 
