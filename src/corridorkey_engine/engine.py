@@ -124,14 +124,7 @@ class CorridorKeyEngine:
         return postprocess(prediction["alpha"], prediction["fg"], height, width, options), batched
 
     def process_frame(
-        self,
-        image: Array,
-        mask: Array,
-        options: PostProcessOptions | None = None,
-        *,
-        refiner_scale: float = 1.0,
-        input_is_linear: bool = False,
-        **overrides: Any,
+        self, image: Array, mask: Array, options: PostProcessOptions | None = None, **keywords: Any
     ) -> dict[str, np.ndarray]:
         """Key one frame ``[H,W,3]`` or a batch ``[B,H,W,3]`` with its alpha hint.
 
@@ -147,15 +140,13 @@ class CorridorKeyEngine:
           islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1);
         - ``comp`` ``[...,3]``: sRGB preview over a 128-px 0.15/0.55 checkerboard (if ``generate_comp``).
 
-        ``refiner_scale`` multiplies the CNN refiner's corrections (0 = coarse prediction only).
-
-        The post-processing settings are one :class:`PostProcessOptions` value (``options``; default its
-        defaults); keyword ``overrides`` replace its fields, so ``process_frame(image, hint,
+        Keywords (those of :meth:`process_tensors`): ``refiner_scale`` multiplies the CNN refiner's
+        corrections (0 = coarse prediction only, default 1); ``input_is_linear`` (default False); any field
+        of :class:`PostProcessOptions`. The post-processing settings are that one value (``options``,
+        default its defaults); keywords named like its fields replace them, so ``process_frame(image, hint,
         despill_strength=0.5)`` works as well.
         """
-        outputs, batched = self.process_tensors(
-            image, mask, options, refiner_scale=refiner_scale, input_is_linear=input_is_linear, **overrides
-        )
+        outputs, batched = self.process_tensors(image, mask, options, **keywords)
         return to_numpy(outputs, batched)
 
 
