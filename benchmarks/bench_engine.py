@@ -94,7 +94,9 @@ def build_checkpoint(workdir: Path) -> tuple[Path, Path, int]:
         generator = torch.Generator().manual_seed(0)
         state = {}
         for key, meta in build_greenformer(CORRIDORKEY_V1).state_dict().items():
-            if meta.is_floating_point():
+            if key.endswith("running_var"):  # a variance: positive, or every output is NaN
+                state[key] = torch.rand(meta.shape, generator=generator) + 0.5
+            elif meta.is_floating_point():
                 state[key] = torch.randn(meta.shape, generator=generator) * 0.02
             else:
                 state[key] = torch.zeros(meta.shape, dtype=meta.dtype)
@@ -132,12 +134,13 @@ def measure_loads(st_dir: Path, pth_dir: Path, size: int, repeats: int) -> dict[
     return results
 
 
-def measure_forward(st_dir: Path, img_size: int, repeats: int) -> tuple[dict[str, dict[str, float]], bool]:
+def measure_forward(st_dir: Path, img_size: int, repeats: int) -> tuple[dict[str, dict[str, float]], float]:
     """Best and median seconds per forward of each model, the same weights in both, runs interleaved.
 
     The classic model is built eagerly and gets the engine's weights through ``load_state_dict``, so both
     compute the same thing; the runs alternate (classic, ours, classic, ours, ...) after one warm-up each,
-    so a busy machine slows both alike instead of whichever ran second.
+    so a busy machine slows both alike instead of whichever ran second. Also returns the largest difference
+    between the two models' alpha on the same input (float rounding only: the weights are the same).
     """
     import torch
 
@@ -157,14 +160,14 @@ def measure_forward(st_dir: Path, img_size: int, repeats: int) -> tuple[dict[str
         return engine.predict(x)["alpha"]
 
     forwards = {"classic": classic_forward, "ours": ours_forward}
-    same = torch.allclose(classic_forward(), ours_forward(), atol=1e-5)  # also the warm-up
+    difference = float((classic_forward() - ours_forward()).abs().max())  # also the warm-up
     runs: dict[str, list[float]] = {name: [] for name in forwards}
     for _ in range(repeats):
         for name, fn in forwards.items():
             start = time.perf_counter()
             fn()
             runs[name].append(time.perf_counter() - start)
-    return {name: {"best": min(r), "median": statistics.median(r)} for name, r in runs.items()}, same
+    return {name: {"best": min(r), "median": statistics.median(r)} for name, r in runs.items()}, difference
 
 
 def measure_gpu(st_dir: Path, img_size: int, batch_sizes: list[int], frames: int) -> list[dict[str, float]]:
@@ -250,10 +253,10 @@ def main() -> None:
             "(memory-mapped pages count from then on); '/ ckpt' divides the latter by the checkpoint's size."
         )
 
-        times, same = measure_forward(st_dir, args.forward_size, args.forward_repeats)
+        times, difference = measure_forward(st_dir, args.forward_size, args.forward_repeats)
         print(
             f"\nCPU forward, float32, img_size {args.forward_size}, batch 1, {args.forward_repeats} "
-            f"interleaved runs each ({'same weights, same output' if same else 'OUTPUTS DIFFER'}):"
+            f"interleaved runs each (same weights; largest alpha difference {difference:.1e}):"
         )
         for name, label in (("classic", "classic eager model:"), ("ours", "engine model:")):
             best, median = times[name]["best"], times[name]["median"]

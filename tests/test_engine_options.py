@@ -109,3 +109,31 @@ def test_one_error_tree() -> None:
     ):
         with pytest.raises(CorridorKeyError):
             raise_it()
+
+
+def test_cli_builds_the_same_values_and_reports_a_bad_hub_in_one_line(tmp_path: Path) -> None:
+    from helpers_ckpt import run_cli
+
+    from corridorkey_engine.cli_args import build_parser, checkpoint_source, key_options
+
+    args = build_parser().parse_args(
+        [
+            "infer",
+            str(tmp_path),
+            "--despill",
+            "0.25",
+            "--no-despeckle",
+            "--despeckle-size",
+            "9",
+            "--safe-only",
+        ]
+    )
+    opts = key_options(args)
+    assert opts.post == PostProcessOptions(despill_strength=0.25, auto_despeckle=False, despeckle_size=9)
+    source = checkpoint_source(args)
+    assert source.safe_only is True and source.directory == default_checkpoint_dir()
+    assert source.hub.repo_id == DEFAULT_HUB_REPO
+    done = run_cli("infer", tmp_path, "--hub", "not a repo id!")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1, done.stderr
+    assert err[0].startswith("corridorkey: error: --hub 'not a repo id!': "), err

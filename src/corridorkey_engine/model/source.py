@@ -65,7 +65,7 @@ class CheckpointSource:
     def default(cls, **overrides: Any) -> CheckpointSource:
         """What ``corridorkey infer`` resolves without options: the default folder, filled from
         :data:`DEFAULT_HUB_REPO` on first use. ``overrides`` replace fields (e.g. ``safe_only=True``)."""
-        return cls(hub=DEFAULT_HUB_REPO, **overrides)
+        return replace(cls(hub=DEFAULT_HUB_REPO), **overrides)
 
     @classmethod
     def of(
