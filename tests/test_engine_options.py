@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import TINY, frame, state_dict_of, tiny_model, write_pth
+from engine_helpers import TINY, frame, state_dict_of, tiny_engine, tiny_model, write_pth
 
 import ckpt_formats
 from corridorkey_engine import (
@@ -25,9 +25,7 @@ from corridorkey_engine.model.source import CHECKPOINT_DIR_ENV, DEFAULT_HUB_REPO
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> CorridorKeyEngine:
-    folder = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(tiny_model(seed=3), folder / "tiny.safetensors")
-    return CorridorKeyEngine(folder, device="cpu")
+    return tiny_engine(tmp_path_factory.mktemp("ckpt"), seed=3)
 
 
 def test_an_options_value_and_keywords_are_the_same_call(engine) -> None:
