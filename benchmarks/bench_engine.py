@@ -10,7 +10,8 @@ Builds a checkpoint with the real CorridorKey v1.0 layout (random weights, ~400 
 
 Each process reports the seconds from "imports done" to "model ready", and its peak RSS above its RSS
 after the imports (the memory loading costs), also as a ratio to the checkpoint's size. Then the forward
-pass on the CPU in float32 at a small ``img_size``: the classic eager model versus the engine's model.
+pass on the CPU in float32 at a small ``img_size``: the classic eager model, given the engine's weights,
+versus the engine's model, their runs interleaved (best and median of each, and the ratio).
 With ``--device cuda`` it also times the engine at ``--gpu-img-size`` (default 2048) in float16.
 
     .venv/bin/python benchmarks/bench_engine.py                 # CPU figures, ~2-3 minutes
@@ -47,7 +48,7 @@ def child(mode: str, folder: Path) -> None:
 
     import ckpt_formats  # noqa: F401
     from corridorkey_engine import CORRIDORKEY_V1, CorridorKeyEngine
-    from corridorkey_engine.model import GreenFormer
+    from corridorkey_engine.model.network import GreenFormer
 
     torch.set_num_threads(os.cpu_count() or 1)
     baseline = _status_kib("VmRSS")
@@ -83,7 +84,7 @@ def build_checkpoint(workdir: Path) -> tuple[Path, Path, int]:
     from safetensors.torch import save_file
 
     from corridorkey_engine import CORRIDORKEY_V1
-    from corridorkey_engine.model import build_greenformer
+    from corridorkey_engine.model.network import build_greenformer
 
     st_dir, pth_dir = workdir / "st", workdir / "pth"
     st_dir.mkdir(exist_ok=True)
@@ -93,7 +94,9 @@ def build_checkpoint(workdir: Path) -> tuple[Path, Path, int]:
         generator = torch.Generator().manual_seed(0)
         state = {}
         for key, meta in build_greenformer(CORRIDORKEY_V1).state_dict().items():
-            if meta.is_floating_point():
+            if key.endswith("running_var"):  # a variance: positive, or every output is NaN
+                state[key] = torch.rand(meta.shape, generator=generator) + 0.5
+            elif meta.is_floating_point():
                 state[key] = torch.randn(meta.shape, generator=generator) * 0.02
             else:
                 state[key] = torch.zeros(meta.shape, dtype=meta.dtype)
@@ -131,33 +134,40 @@ def measure_loads(st_dir: Path, pth_dir: Path, size: int, repeats: int) -> dict[
     return results
 
 
-def measure_forward(st_dir: Path, img_size: int, repeats: int) -> dict[str, float]:
+def measure_forward(st_dir: Path, img_size: int, repeats: int) -> tuple[dict[str, dict[str, float]], float]:
+    """Best and median seconds per forward of each model, the same weights in both, runs interleaved.
+
+    The classic model is built eagerly and gets the engine's weights through ``load_state_dict``, so both
+    compute the same thing; the runs alternate (classic, ours, classic, ours, ...) after one warm-up each,
+    so a busy machine slows both alike instead of whichever ran second. Also returns the largest difference
+    between the two models' alpha on the same input (float rounding only: the weights are the same).
+    """
     import torch
 
     from corridorkey_engine import CORRIDORKEY_V1, CorridorKeyEngine
-    from corridorkey_engine.model import GreenFormer
+    from corridorkey_engine.model.network import GreenFormer
 
     x = torch.randn(1, 4, img_size, img_size)
-    classic = GreenFormer(CORRIDORKEY_V1.with_img_size(img_size)).eval()
     engine = CorridorKeyEngine(st_dir, device="cpu", img_size=img_size)
+    classic = GreenFormer(CORRIDORKEY_V1.with_img_size(img_size)).eval()
+    classic.load_state_dict(engine.model.state_dict(), strict=True)
 
-    def classic_forward() -> None:
+    def classic_forward() -> torch.Tensor:
         with torch.no_grad():
-            classic(x)
+            return classic(x)["alpha"]
 
-    def ours_forward() -> None:
-        engine.predict(x)
+    def ours_forward() -> torch.Tensor:
+        return engine.predict(x)["alpha"]
 
-    times = {}
-    for name, fn in (("classic", classic_forward), ("ours", ours_forward)):
-        fn()  # warm-up
-        runs = []
-        for _ in range(repeats):
+    forwards = {"classic": classic_forward, "ours": ours_forward}
+    difference = float((classic_forward() - ours_forward()).abs().max())  # also the warm-up
+    runs: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(repeats):
+        for name, fn in forwards.items():
             start = time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - start)
-        times[name] = statistics.median(runs)
-    return times
+            runs[name].append(time.perf_counter() - start)
+    return {name: {"best": min(r), "median": statistics.median(r)} for name, r in runs.items()}, difference
 
 
 def measure_gpu(st_dir: Path, img_size: int, batch_sizes: list[int], frames: int) -> list[dict[str, float]]:
@@ -207,6 +217,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="processes per load path (median reported)")
     parser.add_argument("--forward-size", type=int, default=256, help="img_size of the CPU forward timing")
+    parser.add_argument(
+        "--forward-repeats", type=int, default=7, help="interleaved forward runs per model (best, median)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--gpu-img-size", type=int, default=2048)
     parser.add_argument("--gpu-batch", type=int, nargs="+", default=[1, 2, 4])
@@ -240,11 +253,17 @@ def main() -> None:
             "(memory-mapped pages count from then on); '/ ckpt' divides the latter by the checkpoint's size."
         )
 
-        times = measure_forward(st_dir, args.forward_size, args.repeats)
-        print(f"\nCPU forward, float32, img_size {args.forward_size}, batch 1 (median of {args.repeats}):")
-        print(f"  classic eager model: {times['classic']:.3f} s")
+        times, difference = measure_forward(st_dir, args.forward_size, args.forward_repeats)
         print(
-            f"  engine model:        {times['ours']:.3f} s  ({times['ours'] / times['classic']:.3f}x classic)"
+            f"\nCPU forward, float32, img_size {args.forward_size}, batch 1, {args.forward_repeats} "
+            f"interleaved runs each (same weights; largest alpha difference {difference:.1e}):"
+        )
+        for name, label in (("classic", "classic eager model:"), ("ours", "engine model:")):
+            best, median = times[name]["best"], times[name]["median"]
+            print(f"  {label:<21}best {best:.3f} s, median {median:.3f} s")
+        print(
+            f"  engine / classic:    best {times['ours']['best'] / times['classic']['best']:.3f}x, "
+            f"median {times['ours']['median'] / times['classic']['median']:.3f}x"
         )
 
         if args.device == "cuda":

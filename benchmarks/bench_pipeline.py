@@ -41,8 +41,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def write_clip(folder: Path, frames: int, size: tuple[int, int], exr_input: bool) -> None:
     """A moving synthetic green-screen shot: ``Input/`` (PNG or float EXR) and ``AlphaHint/`` (PNG)."""
-    from corridorkey_engine import io as fio
-    from corridorkey_engine.synthetic import Scene, srgb_to_linear
+    from corridorkey_engine.clips import images
+    from corridorkey_engine.demo.synthetic import Scene, srgb_to_linear
 
     scene = Scene.from_seed(7)
     (folder / "Input").mkdir(parents=True)
@@ -57,10 +57,10 @@ def write_clip(folder: Path, frames: int, size: tuple[int, int], exr_input: bool
         hint = cv2.resize(s.hint, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         name = f"shot_{i + 1:04d}"
         if exr_input:
-            fio.write_exr(folder / "Input" / f"{name}.exr", srgb_to_linear(image), "RGB", half=True)
+            images.write_exr(folder / "Input" / f"{name}.exr", srgb_to_linear(image), "RGB", half=True)
         else:
-            fio.write_png(folder / "Input" / f"{name}.png", image)
-        fio.write_png(folder / "AlphaHint" / f"{name}.png", hint)
+            images.write_png(folder / "Input" / f"{name}.png", image)
+        images.write_png(folder / "AlphaHint" / f"{name}.png", hint)
 
 
 def write_checkpoint(folder: Path, img_size: int) -> None:
@@ -68,8 +68,8 @@ def write_checkpoint(folder: Path, img_size: int) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from corridorkey_engine.config import CORRIDORKEY_V1
-    from corridorkey_engine.model import GreenFormer
+    from corridorkey_engine.model.config import CORRIDORKEY_V1
+    from corridorkey_engine.model.network import GreenFormer
 
     config = CORRIDORKEY_V1.with_img_size(img_size)
     torch.manual_seed(0)
@@ -81,12 +81,13 @@ def write_checkpoint(folder: Path, img_size: int) -> None:
 
 def bare_loop(args: argparse.Namespace, clip: Path, ckpt: Path) -> float:
     """Frames/s of ``process_frame`` over the clip's frames, already decoded in memory."""
-    from corridorkey_engine import io as fio
+    from corridorkey_engine.clips.pixels import as_mask, as_rgb
+    from corridorkey_engine.clips.sequences import discover_frames, iter_frames
     from corridorkey_engine.engine import load_engine
 
     engine = load_engine(ckpt, device=args.device, precision=args.precision, img_size=args.img_size)
-    images = [fio.as_rgb(f) for f in fio.iter_frames(fio.discover_frames(clip / "Input"))]
-    masks = [fio.as_mask(f) for f in fio.iter_frames(fio.discover_frames(clip / "AlphaHint"))]
+    images = [as_rgb(f) for f in iter_frames(discover_frames(clip / "Input"))]
+    masks = [as_mask(f) for f in iter_frames(discover_frames(clip / "AlphaHint"))]
     linear = args.exr_input
     sync = _sync(engine)
     start = time.perf_counter()

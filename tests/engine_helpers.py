@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from corridorkey_engine.config import GreenFormerConfig
-from corridorkey_engine.model import GreenFormer
+from corridorkey_engine.model.config import GreenFormerConfig
+from corridorkey_engine.model.network import GreenFormer
 
 TINY = GreenFormerConfig(
     encoder_kwargs={"embed_dim": 8, "num_heads": 1, "stages": [1, 1, 1, 1]},
@@ -62,3 +62,11 @@ def frame(height: int = 48, width: int = 80, seed: int = 0) -> tuple:
     image = disc[..., None] * subject + (1 - disc[..., None]) * screen
     image = np.clip(image + rng.normal(0, 0.03, image.shape), 0, 1).astype(np.float32)
     return image, disc.astype(np.float32)
+
+
+def tiny_engine(folder: Path, seed: int = 0):
+    """A CPU CorridorKeyEngine loaded from a tiny checkpoint written to ``folder`` (through the registry)."""
+    from corridorkey_engine import CorridorKeyEngine, save_checkpoint
+
+    save_checkpoint(tiny_model(seed=seed), folder / "tiny.safetensors")
+    return CorridorKeyEngine(folder, device="cpu")

@@ -19,7 +19,7 @@ TINY_ENCODER_KWARGS = {"embed_dim": 8, "num_heads": 1, "stages": (1, 1, 1, 1)}
 
 
 def tiny_config(img_size: int = TINY_IMG_SIZE):
-    from corridorkey_engine.config import GreenFormerConfig
+    from corridorkey_engine.model.config import GreenFormerConfig
 
     return GreenFormerConfig(
         encoder_kwargs=TINY_ENCODER_KWARGS, img_size=img_size, decoder_dim=16, refiner_channels=8
@@ -31,7 +31,7 @@ def write_tiny_checkpoint(folder: Path, img_size: int = TINY_IMG_SIZE, seed: int
     import torch
     from safetensors.torch import save_file
 
-    from corridorkey_engine.model import GreenFormer
+    from corridorkey_engine.model.network import GreenFormer
 
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_config(img_size)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli, write_tiny_checkpoint
 
-from corridorkey_engine import io as fio
+from ckpt_formats import atomic
+from corridorkey_engine.clips import completeness, images, pixels, sequences
 
 OUTPUT_FOLDERS = ("Matte", "FG", "Processed", "Comp")
 
@@ -54,7 +55,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 
 
 def expected(engine, image: np.ndarray, mask: np.ndarray, **kw) -> dict[str, np.ndarray]:
-    return engine.process_frame(fio.as_rgb(image), fio.as_mask(mask), **kw)
+    return engine.process_frame(pixels.as_rgb(image), pixels.as_mask(mask), **kw)
 
 
 def exr_channels(path: Path) -> dict[str, str]:
@@ -94,9 +95,9 @@ def test_outputs_have_right_names_channels_depth_and_size(keyed) -> None:
         assert exr_channels(clip / "Matte" / f"{name}.exr") == {"Y": "HALF"}
         assert exr_channels(clip / "FG" / f"{name}.exr") == dict.fromkeys("RGB", "HALF")
         assert exr_channels(clip / "Processed" / f"{name}.exr") == dict.fromkeys("RGBA", "HALF")
-        assert fio.read_image(clip / "Matte" / f"{name}.exr").shape == (h, w)
-        assert fio.read_image(clip / "FG" / f"{name}.exr").shape == (h, w, 3)
-        assert fio.read_image(clip / "Processed" / f"{name}.exr").shape == (h, w, 4)
+        assert images.read_image(clip / "Matte" / f"{name}.exr").shape == (h, w)
+        assert images.read_image(clip / "FG" / f"{name}.exr").shape == (h, w, 3)
+        assert images.read_image(clip / "Processed" / f"{name}.exr").shape == (h, w, 4)
         comp = cv2.imread(str(clip / "Comp" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert comp.dtype == np.uint8 and comp.shape == (h, w, 3)
 
@@ -108,28 +109,28 @@ def test_outputs_equal_the_engine_frame_by_frame(keyed, engine) -> None:
     for name in NAMES:
         ref = expected(
             engine,
-            fio.read_image(clip / "Input" / f"{name}.png"),
-            fio.read_image(clip / "AlphaHint" / f"{name}.png"),
+            images.read_image(clip / "Input" / f"{name}.png"),
+            images.read_image(clip / "AlphaHint" / f"{name}.png"),
         )
         half = {"atol": 2e-3, "rtol": 2e-3}
         np.testing.assert_allclose(
-            fio.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], **half
+            images.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], **half
         )
-        np.testing.assert_allclose(fio.read_image(clip / "FG" / f"{name}.exr"), ref["fg"], **half)
+        np.testing.assert_allclose(images.read_image(clip / "FG" / f"{name}.exr"), ref["fg"], **half)
         np.testing.assert_allclose(
-            fio.read_image(clip / "Processed" / f"{name}.exr"), ref["processed"], **half
+            images.read_image(clip / "Processed" / f"{name}.exr"), ref["processed"], **half
         )
-        comp = fio.read_image(clip / "Comp" / f"{name}.png")
+        comp = images.read_image(clip / "Comp" / f"{name}.png")
         assert np.abs(comp - ref["comp"]).max() <= 1.01 / 255
 
 
 def test_frames_pair_in_natural_order_not_lexical(keyed) -> None:
     """frame_2's hint differs from frame_10's: a lexical pairing would key frame_2 with frame_10's hint."""
     clip, _ = keyed
-    h2 = fio.read_image(clip / "AlphaHint" / "frame_2.png")
-    h10 = fio.read_image(clip / "AlphaHint" / "frame_10.png")
+    h2 = images.read_image(clip / "AlphaHint" / "frame_2.png")
+    h10 = images.read_image(clip / "AlphaHint" / "frame_10.png")
     assert np.abs(h2 - h10).max() > 0.5  # the fixture's frames really differ
-    seq = fio.discover_frames(clip / "Input")
+    seq = sequences.discover_frames(clip / "Input")
     assert seq.names == ["frame_1", "frame_2", "frame_10"]
 
 
@@ -154,8 +155,8 @@ def test_exr_input_float_outputs_subset_and_output_dir(tmp_path: Path, ckpt_dir:
     for i in range(2):
         img, alpha = plate(36, 48, i)
         linear = (img.astype(np.float32) / 255.0) ** 2.2
-        fio.write_exr(clip / "Input" / f"p.{i + 1:04d}.exr", linear, "RGB", half=False)
-        fio.write_exr(clip / "AlphaHint" / f"p.{i + 1:04d}.exr", alpha, "Y", half=False)
+        images.write_exr(clip / "Input" / f"p.{i + 1:04d}.exr", linear, "RGB", half=False)
+        images.write_exr(clip / "AlphaHint" / f"p.{i + 1:04d}.exr", alpha, "Y", half=False)
     out = tmp_path / "renders"
     proc = infer(clip, ckpt_dir, "--exr-dtype", "float", "--outputs", "matte,processed", "--output", out)
     assert_ok(proc)
@@ -168,15 +169,15 @@ def test_exr_input_float_outputs_subset_and_output_dir(tmp_path: Path, ckpt_dir:
         assert exr_channels(dest / "Processed" / f"{name}.exr") == dict.fromkeys("RGBA", "FLOAT")
         ref = expected(
             engine,
-            fio.read_image(clip / "Input" / f"{name}.exr"),
-            fio.read_image(clip / "AlphaHint" / f"{name}.exr"),
+            images.read_image(clip / "Input" / f"{name}.exr"),
+            images.read_image(clip / "AlphaHint" / f"{name}.exr"),
             input_is_linear=True,
         )
         np.testing.assert_allclose(
-            fio.read_image(dest / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=1e-5
+            images.read_image(dest / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=1e-5
         )
         np.testing.assert_allclose(
-            fio.read_image(dest / "Processed" / f"{name}.exr"), ref["processed"], atol=1e-5
+            images.read_image(dest / "Processed" / f"{name}.exr"), ref["processed"], atol=1e-5
         )
 
 
@@ -186,11 +187,11 @@ def test_batches_give_the_same_result(tmp_path: Path, ckpt_dir: Path, engine) ->
     for name in ("a1", "a2", "a3"):
         ref = expected(
             engine,
-            fio.read_image(clip / "Input" / f"{name}.png"),
-            fio.read_image(clip / "AlphaHint" / f"{name}.png"),
+            images.read_image(clip / "Input" / f"{name}.png"),
+            images.read_image(clip / "AlphaHint" / f"{name}.png"),
         )
         np.testing.assert_allclose(
-            fio.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=2e-3, rtol=2e-3
+            images.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=2e-3, rtol=2e-3
         )
 
 
@@ -209,11 +210,11 @@ def test_video_input(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     assert_ok(infer(clip, ckpt_dir, "--outputs", "matte,comp", "-q"))
     names = [f"plate_{i:05d}" for i in (1, 2, 3)]
     assert sorted(p.stem for p in (clip / "Matte").iterdir()) == names
-    frames = list(fio.iter_frames(fio.discover_frames(clip / "Input")))
+    frames = list(sequences.iter_frames(sequences.discover_frames(clip / "Input")))
     for i, name in enumerate(names):
-        ref = expected(engine, frames[i], fio.read_image(clip / "AlphaHint" / f"h_{i + 1}.png"))
+        ref = expected(engine, frames[i], images.read_image(clip / "AlphaHint" / f"h_{i + 1}.png"))
         np.testing.assert_allclose(
-            fio.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=2e-3, rtol=2e-3
+            images.read_image(clip / "Matte" / f"{name}.exr"), ref["alpha"][..., 0], atol=2e-3, rtol=2e-3
         )
 
 
@@ -238,7 +239,7 @@ def test_empty_checkpoint_dir_is_fetched_from_the_hub_on_first_run(tmp_path: Pat
     assert f"Downloading {ST}" in proc.stderr  # the first-run download is announced
     assert (empty / ST).read_bytes() == (ckpt_dir / "model.safetensors").read_bytes()
     assert f"checkpoint {empty / ST} (safetensors)" in proc.stdout
-    assert fio.output_complete(clip / "Matte" / "h1.exr")
+    assert completeness.output_complete(clip / "Matte" / "h1.exr")
 
     nothing = tmp_path / "offline"
     nothing.mkdir()
@@ -269,7 +270,7 @@ def test_resume_skips_finished_frames_and_redoes_broken_ones(tmp_path: Path, ckp
     assert_ok(proc)
     assert "keyed 2 frames (2 skipped)" in proc.stdout
     assert not stale.exists()
-    assert fio.output_complete(truncated)
+    assert completeness.output_complete(truncated)
     for p, stamp in before.items():
         if p.stem in ("s_1", "s_4"):
             assert _stamp(p) == stamp, f"{p} was rewritten"
@@ -313,10 +314,10 @@ def test_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path: Path, ckp
     assert "interrupted" in err and "Rerun the same command" in err
     files = all_output_files(clip)
     assert files, "nothing was written before the interrupt"
-    assert not [p for p in files if fio.is_temp_file(p)], "temporary files left behind"
+    assert not [p for p in files if atomic.is_temp_file(p)], "temporary files left behind"
     for p in files:
-        assert fio.output_complete(p), f"{p} is not whole"
-        fio.read_image(p)
+        assert completeness.output_complete(p), f"{p} is not whole"
+        images.read_image(p)
     done = {p.stem for p in (clip / "Matte").iterdir()}
     assert len(done) < len(names)
 
@@ -347,7 +348,7 @@ def test_error_size_mismatch_mid_clip_names_the_frame(tmp_path: Path, ckpt_dir: 
     cv2.imwrite(str(clip / "AlphaHint" / "f3.png"), np.zeros((20, 28), np.uint8))
     assert_one_line_error(infer(clip, ckpt_dir), "f3.png is 56x40 but", "AlphaHint/f3.png is 28x20")
     for p in all_output_files(clip):
-        assert fio.output_complete(p) and not fio.is_temp_file(p)
+        assert completeness.output_complete(p) and not atomic.is_temp_file(p)
 
 
 def test_error_corrupt_frame_names_the_file_and_keeps_finished_frames_whole(
@@ -360,7 +361,7 @@ def test_error_corrupt_frame_names_the_file_and_keeps_finished_frames_whole(
     files = all_output_files(clip)
     assert {p.stem for p in files} <= {"f1", "f3"}
     for p in files:
-        assert fio.output_complete(p) and not fio.is_temp_file(p)
+        assert completeness.output_complete(p) and not atomic.is_temp_file(p)
 
 
 def test_error_no_alphahint_says_what_to_provide(tmp_path: Path, ckpt_dir: Path) -> None:
@@ -434,10 +435,10 @@ def test_cuda_run_matches_the_cpu_reference(tmp_path: Path, ckpt_dir: Path, engi
     for name in ("g_1", "g_2", "g_3"):
         ref = expected(
             engine,
-            fio.read_image(clip / "Input" / f"{name}.png"),
-            fio.read_image(clip / "AlphaHint" / f"{name}.png"),
+            images.read_image(clip / "Input" / f"{name}.png"),
+            images.read_image(clip / "AlphaHint" / f"{name}.png"),
         )
-        matte = fio.read_image(clip / "Matte" / f"{name}.exr")
+        matte = images.read_image(clip / "Matte" / f"{name}.exr")
         assert np.abs(matte - ref["alpha"][..., 0]).mean() < 0.02
 
 
@@ -459,7 +460,7 @@ def test_demo_writes_keys_and_measures_a_clip(tmp_path: Path, ckpt_dir: Path) ->
 
 
 def test_demo_with_the_bundled_model_in_a_temporary_folder() -> None:
-    from corridorkey_engine.demo import bundled_checkpoint_dir
+    from corridorkey_engine.demo.clip import bundled_checkpoint_dir
 
     if not any(bundled_checkpoint_dir().glob("*.safetensors")):
         pytest.skip("no bundled demo checkpoint in this checkout")

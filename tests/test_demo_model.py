@@ -12,16 +12,16 @@ import json
 import numpy as np
 import pytest
 
-from corridorkey_engine.config import GreenFormerConfig
-from corridorkey_engine.demo import (
+from corridorkey_engine.demo.clip import (
     DEMO_CHECKPOINT_NAME,
     bundled_checkpoint_dir,
     matte_quality,
     read_alpha,
     write_demo_clip,
 )
-from corridorkey_engine.evaluate import TARGET_IOU, TARGET_MAE, evaluate
-from corridorkey_engine.synthetic import GENERATOR_VERSION, HELDOUT_SEED_BASE, make_clip
+from corridorkey_engine.demo.evaluate import TARGET_IOU, TARGET_MAE, evaluate
+from corridorkey_engine.demo.synthetic import GENERATOR_VERSION, HELDOUT_SEED_BASE, make_clip
+from corridorkey_engine.model.config import GreenFormerConfig
 
 MAX_BYTES = 15 * 1024 * 1024
 

@@ -8,27 +8,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from engine_helpers import frame, tiny_model
+from engine_helpers import frame, tiny_engine, tiny_model
 
 from corridorkey_engine import CorridorKeyEngine, save_checkpoint
-from corridorkey_engine import color as col
-from corridorkey_engine.despeckle import (
+from corridorkey_engine.keying import color as col
+from corridorkey_engine.keying.despeckle import (
     connected_components,
     despeckle,
     despeckle_opencv,
     despeckle_torch,
     remove_small_islands,
 )
-from corridorkey_engine.frames import PostProcessOptions, model_input, postprocess
+from corridorkey_engine.keying.frames import PostProcessOptions, model_input, postprocess
 
 CHANNELS = {"alpha": 1, "fg": 3, "processed": 4, "comp": 3}
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> CorridorKeyEngine:
-    folder = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(tiny_model(seed=5), folder / "tiny.safetensors")
-    return CorridorKeyEngine(folder, device="cpu")
+    return tiny_engine(tmp_path_factory.mktemp("ckpt"), seed=5)
 
 
 def test_outputs_shapes_dtypes_ranges(engine) -> None:

@@ -13,7 +13,7 @@ from engine_helpers import TINY, frame, state_dict_of, tiny_model, write_pth, wr
 
 import ckpt_formats
 from corridorkey_engine import CorridorKeyEngine
-from corridorkey_engine.loading import (
+from corridorkey_engine.model.loading import (
     CheckpointMismatchError,
     load_greenformer,
     load_resolved,

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from engine_helpers import TINY, tiny_model
 
-from corridorkey_engine.config import CORRIDORKEY_V1, ConfigError, GreenFormerConfig
-from corridorkey_engine.model import build_greenformer
+from corridorkey_engine.model.config import CORRIDORKEY_V1, ConfigError, GreenFormerConfig
+from corridorkey_engine.model.network import build_greenformer
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "greenformer_keys_2048.json").read_text())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corridorkey_engine.synthetic import GENERATOR_VERSION, Scene, make_batch, make_clip, make_sample
+from corridorkey_engine.demo.synthetic import GENERATOR_VERSION, Scene, make_batch, make_clip, make_sample
 
 
 @pytest.mark.parametrize("size", [64, (48, 80)])

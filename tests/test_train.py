@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from corridorkey_engine.config import GreenFormerConfig
-from corridorkey_engine.synthetic import GENERATOR_VERSION, make_sample
-from corridorkey_engine.train import TrainOptions, main, matting_loss, save_trained, train
+from corridorkey_engine.demo.synthetic import GENERATOR_VERSION, make_sample
+from corridorkey_engine.demo.train import TrainOptions, main, matting_loss, save_trained, train
+from corridorkey_engine.model.config import GreenFormerConfig
 
 TINY = TrainOptions(
     img_size=32,
@@ -80,7 +80,7 @@ def test_saved_checkpoint_carries_config_and_training_record(tiny_run, tmp_path)
     assert set(json.loads(meta["corridorkey.final_losses"])) == {"loss", "alpha", "grad", "fg"}
     # The engine builds this architecture from the metadata alone and reproduces the trained model.
     from corridorkey_engine.engine import load_engine
-    from corridorkey_engine.frames import model_input
+    from corridorkey_engine.keying.frames import model_input
 
     engine = load_engine(path.parent, device="cpu")
     s = make_sample(5, 32)

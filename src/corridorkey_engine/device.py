@@ -12,15 +12,13 @@ import os
 
 import torch
 
+from .errors import DeviceUnavailableError
+
 logger = logging.getLogger(__name__)
 
 DEVICE_ENV = "CORRIDORKEY_DEVICE"
 PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested device does not exist in this PyTorch build or on this machine."""
 
 
 def _mps_available() -> bool:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .config import GreenFormerConfig
 from .device import resolve_device, resolve_dtype
-from .frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
-from .loading import LoadedModel, LoadReport, load_greenformer
-from .model import GreenFormer
+from .keying.frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
+from .model.config import GreenFormerConfig
+from .model.loading import LoadedModel, LoadReport, load_greenformer
+from .model.network import GreenFormer
+from .model.source import CheckpointSource
 
 if TYPE_CHECKING:
-    from ckpt_formats import HubSource, ResolvedCheckpoint
+    from ckpt_formats import ResolvedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ class CorridorKeyEngine:
     the weights on ``device`` in the precision's dtype. See :meth:`process_frame` for the frame contract.
 
     Args:
-        checkpoint_dir: the directory holding the checkpoint (any registered format).
+        checkpoint_dir: the directory holding the checkpoint (any registered format), or a
+            :class:`CheckpointSource`; None: :meth:`CheckpointSource.default`, the published CorridorKey
+            v1.0 weights in :func:`default_checkpoint_dir`, fetched on first use (as ``corridorkey infer``).
         device: ``cuda``, ``cuda:N``, ``mps``, ``cpu`` or ``auto``; default ``$CORRIDORKEY_DEVICE``,
             else auto (cuda > mps > cpu).
         precision: ``float16`` (default on CUDA/MPS), ``bfloat16`` or ``float32``; the CPU always runs
@@ -39,12 +42,13 @@ class CorridorKeyEngine:
         config: the architecture; default the checkpoint's metadata, else CorridorKey v1.0.
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
         compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
-        hub, exclude, select, safe_only: passed to :func:`ckpt_formats.resolve`.
+        source_options: :class:`CheckpointSource` fields to replace (``hub``, ``exclude``, ``select``,
+            ``safe_only``, ``formats``), passed on to :func:`ckpt_formats.resolve`.
     """
 
     def __init__(
         self,
-        checkpoint_dir: str | os.PathLike[str],
+        checkpoint_dir: str | os.PathLike[str] | CheckpointSource | None = None,
         *,
         device: str | torch.device | None = None,
         precision: str | torch.dtype | None = None,
@@ -52,24 +56,13 @@ class CorridorKeyEngine:
         config: GreenFormerConfig | None = None,
         strict: bool = True,
         compile: bool = False,
-        hub: HubSource | None = None,
-        exclude: Sequence[str] = (),
-        select: str | None = None,
-        safe_only: bool | None = None,
+        **source_options: Any,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
+        source = CheckpointSource.of(checkpoint_dir, **source_options)
         loaded = load_greenformer(
-            checkpoint_dir,
-            device=self.device,
-            dtype=self.dtype,
-            config=config,
-            img_size=img_size,
-            strict=strict,
-            hub=hub,
-            exclude=exclude,
-            select=select,
-            safe_only=safe_only,
+            source, device=self.device, dtype=self.dtype, config=config, img_size=img_size, strict=strict
         )
         self._setup(loaded, compile)
 
@@ -114,17 +107,15 @@ class CorridorKeyEngine:
         self,
         image: Array,
         mask: Array,
+        options: PostProcessOptions | None = None,
         *,
         refiner_scale: float = 1.0,
         input_is_linear: bool = False,
-        despill_strength: float = 1.0,
-        auto_despeckle: bool = True,
-        despeckle_size: int = 400,
-        generate_comp: bool = True,
+        **overrides: Any,
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """:meth:`process_frame`, but the outputs stay ``[B, C, H, W]`` float32 tensors on the engine's
         device; also returns whether the input was batched."""
-        options = PostProcessOptions(despill_strength, auto_despeckle, despeckle_size, generate_comp)
+        options = _post_options(options, overrides)
         rgb, hint, batched = to_batch(image, mask, self.device)
         height, width = rgb.shape[-2:]
         inputs = model_input(rgb, hint, self.img_size, input_is_linear=input_is_linear, dtype=self.dtype)
@@ -133,16 +124,7 @@ class CorridorKeyEngine:
         return postprocess(prediction["alpha"], prediction["fg"], height, width, options), batched
 
     def process_frame(
-        self,
-        image: Array,
-        mask: Array,
-        *,
-        refiner_scale: float = 1.0,
-        input_is_linear: bool = False,
-        despill_strength: float = 1.0,
-        auto_despeckle: bool = True,
-        despeckle_size: int = 400,
-        generate_comp: bool = True,
+        self, image: Array, mask: Array, options: PostProcessOptions | None = None, **keywords: Any
     ) -> dict[str, np.ndarray]:
         """Key one frame ``[H,W,3]`` or a batch ``[B,H,W,3]`` with its alpha hint.
 
@@ -158,21 +140,25 @@ class CorridorKeyEngine:
           islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1);
         - ``comp`` ``[...,3]``: sRGB preview over a 128-px 0.15/0.55 checkerboard (if ``generate_comp``).
 
-        ``refiner_scale`` multiplies the CNN refiner's corrections (0 = coarse prediction only).
+        Keywords (those of :meth:`process_tensors`): ``refiner_scale`` multiplies the CNN refiner's
+        corrections (0 = coarse prediction only, default 1); ``input_is_linear`` (default False); any field
+        of :class:`PostProcessOptions`. The post-processing settings are that one value (``options``,
+        default its defaults); keywords named like its fields replace them, so ``process_frame(image, hint,
+        despill_strength=0.5)`` works as well.
         """
-        outputs, batched = self.process_tensors(
-            image,
-            mask,
-            refiner_scale=refiner_scale,
-            input_is_linear=input_is_linear,
-            despill_strength=despill_strength,
-            auto_despeckle=auto_despeckle,
-            despeckle_size=despeckle_size,
-            generate_comp=generate_comp,
-        )
+        outputs, batched = self.process_tensors(image, mask, options, **keywords)
         return to_numpy(outputs, batched)
 
 
-def load_engine(checkpoint_dir: str | os.PathLike[str], **kwargs: Any) -> CorridorKeyEngine:
+def _post_options(options: PostProcessOptions | None, overrides: dict[str, Any]) -> PostProcessOptions:
+    """``options`` (default :class:`PostProcessOptions`) with ``overrides`` replacing its fields; an unknown
+    name is a ``TypeError`` as for any unknown keyword."""
+    options = options if options is not None else PostProcessOptions()
+    return replace(options, **overrides) if overrides else options
+
+
+def load_engine(
+    checkpoint_dir: str | os.PathLike[str] | CheckpointSource | None = None, **kwargs: Any
+) -> CorridorKeyEngine:
     """``CorridorKeyEngine(checkpoint_dir, **kwargs)``: the engine, ready to key frames."""
     return CorridorKeyEngine(checkpoint_dir, **kwargs)

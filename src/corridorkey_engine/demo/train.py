@@ -1,8 +1,8 @@
 """Train the small demo GreenFormer on synthetic green-screen plates.
 
-``python -m corridorkey_engine.train --output model.safetensors`` trains the GreenFormer class itself — a
+``python -m corridorkey_engine.demo.train --output model.safetensors`` trains the GreenFormer class itself — a
 much smaller Hiera (``--embed-dim``, ``--stages``), narrower heads and refiner, at a small ``--img-size`` —
-on fresh samples from :mod:`corridorkey_engine.synthetic` (seeds below ``HELDOUT_SEED_BASE``; evaluation
+on fresh samples from :mod:`corridorkey_engine.demo.synthetic` (seeds below ``HELDOUT_SEED_BASE``; evaluation
 and the demo clip use seeds above it). Inputs go through the engine's own ``model_input`` so training and
 inference see identical tensors. It uses CUDA when present, else the CPU (``--threads``: on a shared
 machine, 1 thread is much faster than oversubscribed cores). Everything is seeded: the same command on the
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import GreenFormerConfig
-from .frames import model_input
-from .model import GreenFormer
+from ..keying.frames import model_input
+from ..model.config import GreenFormerConfig
+from ..model.network import GreenFormer
 from .synthetic import GENERATOR_VERSION, HELDOUT_SEED_BASE, make_batch
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def checkpoint_metadata(result: TrainResult) -> dict[str, str]:
 
 def save_trained(result: TrainResult, path: str | Path) -> Path:
     """Write the trained model as ``.safetensors`` with its config and training record in the metadata."""
-    from .loading import save_checkpoint
+    from ..model.loading import save_checkpoint
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,9 @@ def save_trained(result: TrainResult, path: str | Path) -> Path:
 
 def _parse(argv: Sequence[str] | None) -> tuple[TrainOptions, Path]:
     d = TrainOptions()
-    p = argparse.ArgumentParser(prog="python -m corridorkey_engine.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m corridorkey_engine.demo.train", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--output", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--img-size", type=int, default=d.img_size)
     p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="Hiera's first-stage width")

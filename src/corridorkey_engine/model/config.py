@@ -13,15 +13,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import ConfigError
+
 METADATA_KEY = "corridorkey.config"
 """The safetensors ``__metadata__`` key whose value is the JSON of a :class:`GreenFormerConfig`."""
 
 IMG_SIZE_MULTIPLE = 32
 """Hiera needs the token grid (``img_size / 4``) to tile into 8×8 mask units: ``img_size`` % 32 == 0."""
-
-
-class ConfigError(ValueError):
-    """A GreenFormer config (argument or checkpoint metadata) is invalid."""
 
 
 @dataclass(frozen=True)

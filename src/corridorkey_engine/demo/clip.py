@@ -130,7 +130,8 @@ def alpha_quality(preds, truths) -> AlphaQuality:
 
 def read_alpha(path: str | Path) -> np.ndarray:
     """A matte or hint file as float32 ``[H, W]`` in 0-1 (8/16-bit PNG/TIFF, EXR: the CLI's reader)."""
-    from .io import as_mask, read_image
+    from ..clips.images import read_image
+    from ..clips.pixels import as_mask
 
     return as_mask(read_image(Path(path)))
 

@@ -1,8 +1,8 @@
 """Measure a checkpoint on held-out synthetic frames, through the real engine, against the hint alone.
 
-``python -m corridorkey_engine.evaluate`` loads the bundled demo checkpoint (or ``--checkpoint-dir``) with
-:func:`load_engine` — registry, safetensors plugin, metadata-built model — keys ``--frames`` synthetic plates
-whose seeds training never draws (``HELDOUT_SEED_BASE`` and up) with ``process_frame``, and prints the
+``python -m corridorkey_engine.demo.evaluate`` loads the bundled demo checkpoint (or ``--checkpoint-dir``)
+with :func:`load_engine` — registry, safetensors plugin, metadata-built model — keys ``--frames`` synthetic
+plates whose seeds training never draws (``HELDOUT_SEED_BASE`` and up) with ``process_frame``, and prints the
 alpha mean absolute error and the IoU of ``alpha > 0.5`` for the model and for the hint, side by side, with
 the demo model's targets. Exit status 1 when ``--check`` is given and a target is missed.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .demo import AlphaAccumulator, AlphaQuality, bundled_checkpoint_dir
+from .clip import AlphaAccumulator, AlphaQuality, bundled_checkpoint_dir
 from .synthetic import HELDOUT_SEED_BASE, make_sample
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m corridorkey_engine.evaluate", description=__doc__.split("\n")[0]
+        prog="python -m corridorkey_engine.demo.evaluate", description=__doc__.split("\n")[0]
     )
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: the bundled demo model")
     p.add_argument("--frames", type=int, default=200)
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from .engine import load_engine
+    from ..engine import load_engine
 
     engine = load_engine(a.checkpoint_dir or bundled_checkpoint_dir(), device=a.device)
     result = evaluate(engine, frames=a.frames, size=a.size, first_seed=a.first_seed)

@@ -3,12 +3,12 @@
 Frames are read and decoded by a small pool of background threads (a bounded look-ahead, in order), the
 engine runs on the calling thread, and every output file is encoded and written by another pool (bounded, so
 memory stays flat). On CUDA the decoded frames are put in pinned memory so the host-to-device copy can run
-without blocking. Outputs are written atomically (see :func:`corridorkey_engine.io.atomic_write`): a frame
+without blocking. Outputs are written atomically (see :func:`ckpt_formats.atomic.atomic_write`): a frame
 whose outputs all exist and are whole is skipped on the next run, so an interrupted run resumes where it
 stopped.
 
 Library code: reports through ``logging`` and exceptions (:class:`ClipError`,
-:class:`~corridorkey_engine.io.FrameIOError`), never prints.
+:class:`~corridorkey_engine.errors.FrameIOError`), never prints.
 """
 
 from __future__ import annotations
@@ -18,14 +18,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import io as fio
-from .chroma import chroma_hint
+from ckpt_formats.atomic import sweep_temps
+
+from ..errors import ClipError
+from ..keying.chroma import chroma_hint
+from ..keying.frames import PostProcessOptions
+from .completeness import output_complete
+from .exr import exr_backend
+from .images import check_writable, write_exr, write_png
+from .pixels import as_mask, as_rgb
+from .sequences import FrameReader, FrameSequence, discover_frames
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +60,26 @@ OUTPUTS: dict[str, OutputKind] = {
 """Every output ``corridorkey infer`` can write, keyed by the name ``--outputs`` takes."""
 
 
-class ClipError(Exception):
-    """A clip cannot be keyed as it is (missing folders, count or size mismatch); the message says why."""
-
-
 class FrameEngine(Protocol):
     """What the pipeline needs from an engine (:class:`corridorkey_engine.engine.CorridorKeyEngine`)."""
 
-    def process_frame(self, image: Any, mask: Any, **kwargs: Any) -> dict[str, np.ndarray]: ...
+    def process_frame(
+        self, image: Any, mask: Any, options: PostProcessOptions | None = None, **kwargs: Any
+    ) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
 class KeyOptions:
     """How to key: engine settings plus what to write and how.
 
-    ``input_is_linear=None`` means: EXR input is linear, anything else is sRGB.
+    ``input_is_linear=None`` means: EXR input is linear, anything else is sRGB. ``post`` is handed to the
+    engine as it is, except ``generate_comp``, which follows whether ``comp`` is among the ``outputs``.
     """
 
     outputs: tuple[str, ...] = tuple(OUTPUTS)
     exr_half: bool = True
     input_is_linear: bool | None = None
-    despill_strength: float = 1.0
-    auto_despeckle: bool = True
-    despeckle_size: int = 400
+    post: PostProcessOptions = field(default_factory=PostProcessOptions)
     refiner_scale: float = 1.0
     batch_size: int = 1
     overwrite: bool = False
@@ -105,8 +110,8 @@ class Clip:
     """A clip folder, its frame sequences and where its outputs go."""
 
     root: Path
-    input: fio.FrameSequence
-    hint: fio.FrameSequence | None  # None: the chroma key makes the hint
+    input: FrameSequence
+    hint: FrameSequence | None  # None: the chroma key makes the hint
     out_dir: Path
     input_is_linear: bool
 
@@ -123,7 +128,7 @@ class Clip:
 
     def frame_done(self, index: int, outputs: Sequence[str]) -> bool:
         """True when every selected output of frame ``index`` exists and is whole."""
-        return all(fio.output_complete(self.output_path(kind, index)) for kind in outputs)
+        return all(output_complete(self.output_path(kind, index)) for kind in outputs)
 
 
 @dataclass
@@ -137,8 +142,8 @@ class ClipResult:
     outputs: list[Path] = field(default_factory=list)
 
 
-def _frame_size(seq: fio.FrameSequence) -> tuple[int, int]:
-    with fio.FrameReader(seq) as reader:
+def _frame_size(seq: FrameSequence) -> tuple[int, int]:
+    with FrameReader(seq) as reader:
         arr = reader.read(0)
     return arr.shape[1], arr.shape[0]
 
@@ -156,9 +161,9 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
     input_dir = root / INPUT_DIR
     if not input_dir.is_dir():
         raise ClipError(f"{root}: no {INPUT_DIR}/ folder (put the plate's frames or video in {input_dir})")
-    seq = fio.discover_frames(input_dir)
+    seq = discover_frames(input_dir)
     hint_dir = root / HINT_DIR
-    hint: fio.FrameSequence | None = None
+    hint: FrameSequence | None = None
     if opts.hint == "chroma":
         if hint_dir.is_dir():
             log.info("%s: --hint chroma: ignoring %s", root.name, hint_dir)
@@ -168,7 +173,7 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
             "(white = foreground), or pass --hint chroma for a rough built-in green/blue key"
         )
     else:
-        hint = fio.discover_frames(hint_dir)
+        hint = discover_frames(hint_dir)
         if len(hint) != len(seq):
             raise ClipError(
                 f"{root}: {INPUT_DIR}/ has {len(seq)} frames but {HINT_DIR}/ has {len(hint)}; "
@@ -178,7 +183,7 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
     if hint is not None and not hint.is_video:
         uses_exr = uses_exr or any(p.suffix.lower() == ".exr" for p in hint.paths)
     if uses_exr:
-        fio.exr_backend()
+        exr_backend()
     if hint is not None:
         in_size, hint_size = _frame_size(seq), _frame_size(hint)
         if in_size != hint_size:
@@ -186,8 +191,8 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
     out_dir = Path(output_root) / root.name if output_root is not None else root
     for kind in opts.outputs:
         folder = out_dir / OUTPUTS[kind].folder
-        fio.check_writable(folder)
-        fio.remove_stale_temps(folder)
+        check_writable(folder)
+        sweep_temps(folder)
     if opts.input_is_linear is None:
         linear = not seq.is_video and seq.paths[0].suffix.lower() == ".exr"
     else:
@@ -195,14 +200,14 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
     return Clip(root=root, input=seq, hint=hint, out_dir=out_dir, input_is_linear=linear)
 
 
-def _frame_label(seq: fio.FrameSequence, index: int) -> str:
+def _frame_label(seq: FrameSequence, index: int) -> str:
     if seq.video is not None:
         return f"{seq.video} frame {index + 1}"
     return str(seq.paths[index])
 
 
 def _size_message(
-    seq: fio.FrameSequence, hint: fio.FrameSequence, index: int, a: tuple[int, int], b: tuple[int, int]
+    seq: FrameSequence, hint: FrameSequence, index: int, a: tuple[int, int], b: tuple[int, int]
 ) -> str:
     return (
         f"{_frame_label(seq, index)} is {a[0]}x{a[1]} but {_frame_label(hint, index)} is {b[0]}x{b[1]}; "
@@ -223,19 +228,19 @@ class _Loader:
     def __init__(self, clip: Clip, opts: KeyOptions) -> None:
         self.clip = clip
         self.opts = opts
-        self.inputs = fio.FrameReader(clip.input)
-        self.hints = fio.FrameReader(clip.hint) if clip.hint is not None else None
+        self.inputs = FrameReader(clip.input)
+        self.hints = FrameReader(clip.hint) if clip.hint is not None else None
 
     @property
     def sequential(self) -> bool:
         return self.clip.input.is_video or (self.clip.hint is not None and self.clip.hint.is_video)
 
     def __call__(self, index: int) -> tuple[int, Any, Any]:
-        image = fio.as_rgb(self.inputs.read(index))
+        image = as_rgb(self.inputs.read(index))
         if self.hints is None:
             mask = chroma_hint(image, self.opts.screen)
         else:
-            mask = fio.as_mask(self.hints.read(index))
+            mask = as_mask(self.hints.read(index))
             if mask.shape != image.shape[:2]:
                 assert self.clip.hint is not None
                 a = (image.shape[1], image.shape[0])
@@ -256,13 +261,13 @@ class _Loader:
 def _write_output(path: Path, kind: str, result: dict[str, np.ndarray], exr_half: bool) -> None:
     if kind == "matte":
         alpha = result["alpha"]
-        fio.write_exr(path, alpha[..., 0] if alpha.ndim == 3 else alpha, "Y", half=exr_half)
+        write_exr(path, alpha[..., 0] if alpha.ndim == 3 else alpha, "Y", half=exr_half)
     elif kind == "fg":
-        fio.write_exr(path, result["fg"], "RGB", half=exr_half)
+        write_exr(path, result["fg"], "RGB", half=exr_half)
     elif kind == "processed":
-        fio.write_exr(path, result["processed"], "RGBA", half=exr_half)
+        write_exr(path, result["processed"], "RGBA", half=exr_half)
     elif kind == "comp":
-        fio.write_png(path, result["comp"])
+        write_png(path, result["comp"])
     else:  # pragma: no cover - KeyOptions validates the names
         raise ValueError(kind)
 
@@ -304,14 +309,8 @@ def key_clip(
     reads: deque[Future[tuple[int, Any, Any]]] = deque()
     writes: deque[Future[None]] = deque()
     pending = iter(todo)
-    engine_kwargs = {
-        "input_is_linear": clip.input_is_linear,
-        "refiner_scale": opts.refiner_scale,
-        "despill_strength": opts.despill_strength,
-        "auto_despeckle": opts.auto_despeckle,
-        "despeckle_size": opts.despeckle_size,
-        "generate_comp": "comp" in opts.outputs,
-    }
+    post = replace(opts.post, generate_comp="comp" in opts.outputs)
+    engine_kwargs = {"input_is_linear": clip.input_is_linear, "refiner_scale": opts.refiner_scale}
 
     def submit_read() -> None:
         index = next(pending, None)
@@ -322,11 +321,11 @@ def key_clip(
         if not batch:
             return
         if len(batch) == 1:
-            out = engine.process_frame(batch[0][1], batch[0][2], **engine_kwargs)
+            out = engine.process_frame(batch[0][1], batch[0][2], post, **engine_kwargs)
             per_frame = [out]
         else:
             out = engine.process_frame(
-                _stack([b[1] for b in batch]), _stack([b[2] for b in batch]), **engine_kwargs
+                _stack([b[1] for b in batch]), _stack([b[2] for b in batch]), post, **engine_kwargs
             )
             per_frame = [{k: v[j] for k, v in out.items()} for j in range(len(batch))]
         for (index, _, _), frame_out in zip(batch, per_frame, strict=True):

@@ -19,22 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ckpt_formats import CheckpointLoadError
-
-from .config import ConfigError, GreenFormerConfig
-from .model import GreenFormer, build_greenformer
+from ..errors import CheckpointMismatchError, ConfigError
+from .config import GreenFormerConfig
+from .network import GreenFormer, build_greenformer
+from .source import CheckpointSource
 
 if TYPE_CHECKING:
-    from ckpt_formats import HubSource, ResolvedCheckpoint
+    from ckpt_formats import ResolvedCheckpoint
 
 logger = logging.getLogger(__name__)
 
 POS_EMBED_KEY = "encoder.model.pos_embed"
-
-
-class CheckpointMismatchError(CheckpointLoadError):
-    """The checkpoint's tensors do not fit the GreenFormer the config describes (a
-    :class:`ckpt_formats.CheckpointLoadError`, so one ``except CheckpointError`` covers loading)."""
 
 
 @dataclass
@@ -179,31 +174,37 @@ def assign_weights(
 
 
 def load_greenformer(
-    checkpoint_dir: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | CheckpointSource | None = None,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     config: GreenFormerConfig | None = None,
     img_size: int | None = None,
     strict: bool = True,
-    hub: HubSource | None = None,
-    exclude: Sequence[str] = (),
-    select: str | None = None,
-    safe_only: bool | None = None,
+    **source_options: Any,
 ) -> LoadedModel:
-    """Resolve the checkpoint in ``checkpoint_dir`` through the registry (fetching it from ``hub`` when the
-    directory has none) and return the GreenFormer it holds, ready on ``device`` in ``dtype``.
+    """Resolve a checkpoint through the registry and return the GreenFormer it holds, ready on ``device``
+    in ``dtype``.
 
-    The config is ``config`` if given, else the one in the checkpoint's metadata, else CorridorKey v1.0;
-    ``img_size`` overrides its resolution (``pos_embed`` is resampled). Registry errors
-    (:class:`ckpt_formats.CheckpointError` subclasses) propagate unchanged.
+    Args:
+        checkpoint: a checkpoint folder, a :class:`CheckpointSource`, or None for
+            :meth:`CheckpointSource.default` (the published weights, fetched on first use).
+        device, dtype: where the weights end up.
+        config: the architecture; default the one in the checkpoint's metadata, else CorridorKey v1.0.
+        img_size: overrides the config's resolution (``pos_embed`` is resampled).
+        strict: refuse missing or unexpected keys.
+        source_options: :class:`CheckpointSource` fields to replace (``hub``, ``exclude``, ``select``,
+            ``safe_only``, ``formats``).
+
+    Returns:
+        The :class:`LoadedModel`.
+
+    Raises:
+        ckpt_formats.CheckpointError: the registry's errors, unchanged; :class:`CheckpointMismatchError`
+            when the tensors do not fit the config.
     """
-    import ckpt_formats
-
     device = torch.device(device)
-    resolved: ResolvedCheckpoint = ckpt_formats.resolve(
-        checkpoint_dir, device="cpu", exclude=exclude, select=select, safe_only=safe_only, hub=hub
-    )
+    resolved: ResolvedCheckpoint = CheckpointSource.of(checkpoint, **source_options).resolve()
     return load_resolved(
         resolved, device=device, dtype=dtype, config=config, img_size=img_size, strict=strict
     )

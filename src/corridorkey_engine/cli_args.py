@@ -1,0 +1,281 @@
+"""The ``corridorkey`` command line: its parser, and the option values built from the parsed arguments.
+
+A flag's ``dest`` is the name of the field it sets: :func:`post_options`, :func:`checkpoint_source` and
+:func:`key_options` copy every parsed argument named like a field of :class:`PostProcessOptions`,
+:class:`CheckpointSource` or :class:`KeyOptions` into that value. A new setting is therefore its field and
+its flag, nothing else. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import CliError
+from .model.source import CHECKPOINT_DIR_ENV, DEFAULT_HUB_REPO, CheckpointSource
+
+PROG = "corridorkey"
+
+EXAMPLE = """\
+example session:
+  $ ls shot010 shot010/Input | head -5
+  shot010:
+  AlphaHint  Input
+  shot010/Input:
+  shot010_0001.exr  shot010_0002.exr  shot010_0003.exr  ...
+  $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
+  shot010: 100%|██████████| 120/120 [01:05<00:00,  1.84frame/s]
+  keyed 120 frames (0 skipped) from 1 clip(s) in 65.21 s: 1.84 frames/s (model load 3.1 s)
+  device cuda (float16), checkpoint /home/me/models/corridorkey/CorridorKey_v1.0.safetensors (safetensors)
+  outputs in /shots/shot010/: Matte/ FG/ Processed/ Comp/
+  $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey   # after Ctrl-C: resumes; now:
+  nothing to do: all 120 frames of 1 clip(s) are done (--overwrite redoes them)
+
+  $ corridorkey infer shot020 shot030 --hint chroma --outputs matte,comp --exr-dtype float --output /renders
+  $ corridorkey demo            # a synthetic clip keyed with the bundled model, offline
+
+A clip folder holds Input/ (PNG, JPEG, TIFF or EXR frames, or one video file) and AlphaHint/ (a coarse
+matte, white = foreground, as a matching sequence or video). Outputs land beside them (or in
+--output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
+Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames.
+Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched from the hub on first run.
+"""
+
+
+def default_io_threads() -> int:
+    """Reader (and writer) threads: half the CPU cores, at least 2, at most 8. Writing a 4K frame's four
+    outputs takes about a CPU-second, so a fast GPU needs several writers to never wait."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _outputs_arg(text: str) -> tuple[str, ...]:
+    from .clips.pipeline import OUTPUTS  # light: no torch
+
+    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one output")
+    if "all" in names:
+        return tuple(OUTPUTS)
+    bad = [n for n in names if n not in OUTPUTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown output {bad[0]!r}; choose from {', '.join(OUTPUTS)} or all"
+        )
+    return names
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)``, at least ``low`` and at most ``high`` when given."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if low is not None and high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, low=1)
+_unit_float = _number(float, low=0.0, high=1.0)
+_float = _number(float)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="log details; show tracebacks on errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; errors only")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and device")
+    g.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder holding the checkpoint (any registered format); fetched from the hub on first run "
+        f"when empty (default: ${CHECKPOINT_DIR_ENV}, else ~/.cache/corridorkey/CorridorKey_v1.0)",
+    )
+    hub = g.add_mutually_exclusive_group()
+    hub.add_argument(
+        "--hub",
+        default=DEFAULT_HUB_REPO,
+        metavar="REPO_ID",
+        help=f"Hugging Face repository to fetch from when the folder is empty ({DEFAULT_HUB_REPO})",
+    )
+    hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
+    g.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    g.add_argument(
+        "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
+    )
+    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frame)")
+    g.add_argument(
+        "--safe-only",
+        action="store_true",
+        default=None,
+        help="never load a checkpoint format that can execute code (legacy .pth pickles)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``corridorkey`` argument parser (subcommands ``infer`` and ``demo``)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="CorridorKey: neural green-screen keying of whole clips.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    infer = sub.add_parser(
+        "infer",
+        help="key one or more clip folders",
+        description="Key every frame of each CLIP_DIR (Input/ + AlphaHint/) and write VFX-ready outputs. "
+        "Finished frames are skipped, so an interrupted run resumes where it stopped.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    infer.add_argument("clips", nargs="+", type=Path, metavar="CLIP_DIR", help="clip folder(s)")
+    _add_engine_options(infer)
+    k = infer.add_argument_group("keying")
+    gamma = k.add_mutually_exclusive_group()
+    gamma.add_argument(
+        "--linear",
+        dest="input_is_linear",
+        action="store_const",
+        const=True,
+        help="input frames are linear light (default: EXR is linear, everything else sRGB)",
+    )
+    gamma.add_argument(
+        "--srgb", dest="input_is_linear", action="store_const", const=False, help="input frames are sRGB"
+    )
+    k.add_argument(
+        "--despill",
+        dest="despill_strength",
+        type=_unit_float,
+        default=1.0,
+        metavar="0-1",
+        help="despill strength (1.0)",
+    )
+    k.add_argument(
+        "--despeckle",
+        dest="auto_despeckle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="remove small isolated specks from the matte (on)",
+    )
+    k.add_argument("--despeckle-size", type=_positive_int, default=400, metavar="PX", help="speck area (400)")
+    k.add_argument("--refiner-scale", type=_float, default=1.0, metavar="F", help="refiner strength (1.0)")
+    k.add_argument(
+        "--batch-size", type=_positive_int, default=1, metavar="N", help="frames per model call (1)"
+    )
+    k.add_argument(
+        "--hint",
+        choices=["alphahint", "chroma"],
+        default="alphahint",
+        help="alphahint: read AlphaHint/ (default); chroma: a rough built-in green/blue difference key",
+    )
+    k.add_argument(
+        "--screen", choices=["auto", "green", "blue"], default="auto", help="screen colour for --hint chroma"
+    )
+    o = infer.add_argument_group("outputs")
+    o.add_argument(
+        "--output", type=Path, metavar="DIR", help="write to DIR/<clip name>/ instead of the clip folder"
+    )
+    o.add_argument(
+        "--outputs",
+        type=_outputs_arg,
+        default=("matte", "fg", "processed", "comp"),
+        metavar="LIST",
+        help="comma-separated subset of matte,fg,processed,comp (default: all)",
+    )
+    o.add_argument("--exr-dtype", choices=["half", "float"], default="half", help="EXR bit depth (half)")
+    o.add_argument("--overwrite", action="store_true", help="redo frames whose outputs already exist")
+    o.add_argument(
+        "--io-threads",
+        type=_positive_int,
+        metavar="N",
+        help="reader threads and writer threads each (default: half the CPU cores, 2 to 8)",
+    )
+    _add_common(infer)
+
+    demo = sub.add_parser(
+        "demo",
+        help="key a generated demo clip with the bundled model and measure the result",
+        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, GroundTruth/) to FOLDER "
+        "(default: a new temporary folder), key it with the small model shipped in the package through the "
+        "same pipeline as `infer`, and print where the outputs are and how close the matte is to the "
+        "ground truth. Works offline.",
+    )
+    demo.add_argument("folder", nargs="?", type=Path, metavar="FOLDER", help="where to write the demo clip")
+    demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
+    demo.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
+    demo.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
+    )
+    demo.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="frames per call")
+    demo.set_defaults(img_size=None, compile=False, safe_only=None, io_threads=None)
+    _add_common(demo)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ckpt-formats")
+    except Exception:
+        return "unknown"
+
+
+def _fields_from(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """``cls(...)`` from the parsed arguments named like its fields (``overrides`` win)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
+
+
+def post_options(args: argparse.Namespace) -> Any:
+    """The :class:`PostProcessOptions` the ``keying`` flags describe."""
+    from .keying.frames import PostProcessOptions
+
+    return _fields_from(PostProcessOptions, args)
+
+
+def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointSource:
+    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked.
+
+    Raises:
+        CliError: ``--hub`` is not a valid repository id.
+    """
+    source = _fields_from(CheckpointSource, args, **overrides)
+    try:
+        return replace(source, hub=source.hub_source())
+    except ValueError as exc:
+        raise CliError(f"--hub {source.hub!r}: {exc}") from exc
+
+
+def key_options(args: argparse.Namespace) -> Any:
+    """The clip pipeline's :class:`KeyOptions` for ``corridorkey infer``."""
+    from .clips.pipeline import KeyOptions
+
+    threads = args.io_threads or default_io_threads()
+    return _fields_from(
+        KeyOptions,
+        args,
+        post=post_options(args),
+        exr_half=args.exr_dtype == "half",
+        read_threads=threads,
+        write_threads=threads,
+    )

@@ -1,0 +1,1 @@
+"""The GreenFormer: its config (no torch), the network, and loading it from a checkpoint source."""

@@ -1,0 +1,137 @@
+"""Settings as values: PostProcessOptions through process_frame, CheckpointSource through the loader and its
+defaults (those of ``corridorkey infer``), and the one CorridorKeyError tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_helpers import TINY, frame, state_dict_of, tiny_engine, tiny_model, write_pth
+
+import ckpt_formats
+from corridorkey_engine import (
+    CheckpointSource,
+    CorridorKeyEngine,
+    CorridorKeyError,
+    PostProcessOptions,
+    default_checkpoint_dir,
+    errors,
+    load_greenformer,
+    save_checkpoint,
+)
+from corridorkey_engine.model.source import CHECKPOINT_DIR_ENV, DEFAULT_HUB_REPO, HUB_FILENAMES
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> CorridorKeyEngine:
+    return tiny_engine(tmp_path_factory.mktemp("ckpt"), seed=3)
+
+
+def test_an_options_value_and_keywords_are_the_same_call(engine) -> None:
+    image, hint = frame(40, 56)
+    options = PostProcessOptions(despill_strength=0.0, auto_despeckle=False, generate_comp=False)
+    by_value = engine.process_frame(image, hint, options)
+    by_keywords = engine.process_frame(
+        image, hint, despill_strength=0.0, auto_despeckle=False, generate_comp=False
+    )
+    assert set(by_value) == set(by_keywords) == {"alpha", "fg", "processed"}
+    for name in by_value:
+        np.testing.assert_array_equal(by_value[name], by_keywords[name])
+    # A keyword on top of a value replaces that one field: full despill changes the processed colours only.
+    despilled = engine.process_frame(image, hint, options, despill_strength=1.0)
+    np.testing.assert_array_equal(despilled["alpha"], by_value["alpha"])
+    assert np.abs(despilled["processed"][..., :3] - by_value["processed"][..., :3]).max() > 1e-4
+    with pytest.raises(TypeError, match="despil"):
+        engine.process_frame(image, hint, despil_strength=0.5)
+    with pytest.raises(ValueError, match="despill_strength"):
+        engine.process_frame(image, hint, options, despill_strength=2.0)
+
+
+def test_default_source_is_the_published_model_in_the_cache(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(CHECKPOINT_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = CheckpointSource.default()
+    assert (
+        source.directory
+        == tmp_path / "cache" / "corridorkey" / "CorridorKey_v1.0"
+        == default_checkpoint_dir()
+    )
+    hub = source.hub_source()
+    assert hub.repo_id == DEFAULT_HUB_REPO == "nikopueringer/CorridorKey_v1.0"
+    assert hub.filenames == {fmt: tuple(names) for fmt, names in HUB_FILENAMES.items()}
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "mine"))
+    assert CheckpointSource.of(None).directory == tmp_path / "mine"
+    assert CheckpointSource.of(tmp_path / "x").hub is None  # a folder of your own never downloads by default
+    assert CheckpointSource(hub="someone/other").hub_source().filenames is None
+    with pytest.raises(ValueError):
+        CheckpointSource(hub="not a repo id!").hub_source()
+
+
+def test_engine_without_a_folder_loads_the_default_folder(monkeypatch, tmp_path: Path) -> None:
+    save_checkpoint(tiny_model(seed=4), tmp_path / "tiny.safetensors")
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
+    engine = CorridorKeyEngine(device="cpu")  # no download: the default folder holds a checkpoint
+    assert engine.checkpoint.path == tmp_path / "tiny.safetensors"
+
+
+def test_every_resolution_setting_reaches_the_registry(tmp_path: Path) -> None:
+    save_checkpoint(tiny_model(seed=1), tmp_path / "a.safetensors")
+    write_pth(tmp_path, state_dict_of(tiny_model(seed=2)))
+    assert load_greenformer(tmp_path).checkpoint.format.name == "safetensors"  # the higher priority
+    source = CheckpointSource(tmp_path, formats=["pickle"])
+    assert load_greenformer(source, config=TINY).checkpoint.format.name == "pickle"
+    assert (
+        load_greenformer(tmp_path, config=TINY, exclude=["*.safetensors"]).checkpoint.format.name == "pickle"
+    )
+    with pytest.raises(ckpt_formats.CheckpointNotFoundError):
+        load_greenformer(source, config=TINY, safe_only=True)  # a keyword replaces the source's field
+    with pytest.raises(TypeError):
+        load_greenformer(tmp_path, hub_repo="x")
+
+
+def test_one_error_tree() -> None:
+    classes = [getattr(errors, name) for name in errors.__all__]
+    assert all(issubclass(cls, CorridorKeyError) for cls in classes)
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.DeviceUnavailableError, RuntimeError)
+    assert issubclass(errors.CheckpointMismatchError, ckpt_formats.CheckpointLoadError)
+    assert issubclass(errors.ExrSupportError, errors.FrameIOError)
+    from corridorkey_engine import GreenFormerConfig, resolve_device
+    from corridorkey_engine.clips.sequences import discover_frames
+
+    for raise_it in (
+        lambda: GreenFormerConfig(img_size=33),
+        lambda: resolve_device("tpu"),
+        lambda: discover_frames(Path("/nonexistent/clip/Input")),
+    ):
+        with pytest.raises(CorridorKeyError):
+            raise_it()
+
+
+def test_cli_builds_the_same_values_and_reports_a_bad_hub_in_one_line(tmp_path: Path) -> None:
+    from helpers_ckpt import run_cli
+
+    from corridorkey_engine.cli_args import build_parser, checkpoint_source, key_options
+
+    args = build_parser().parse_args(
+        [
+            "infer",
+            str(tmp_path),
+            "--despill",
+            "0.25",
+            "--no-despeckle",
+            "--despeckle-size",
+            "9",
+            "--safe-only",
+        ]
+    )
+    opts = key_options(args)
+    assert opts.post == PostProcessOptions(despill_strength=0.25, auto_despeckle=False, despeckle_size=9)
+    source = checkpoint_source(args)
+    assert source.safe_only is True and source.directory == default_checkpoint_dir()
+    assert source.hub.repo_id == DEFAULT_HUB_REPO
+    done = run_cli("infer", tmp_path, "--hub", "not a repo id!")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1, done.stderr
+    assert err[0].startswith("corridorkey: error: --hub 'not a repo id!': "), err
