@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import color
 from .config import GreenFormerConfig
 from .device import resolve_device, resolve_dtype
 from .frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class CorridorKeyEngine:
-    """Keys green-screen frames with a GreenFormer.
+    """Keys green- or blue-screen frames with a GreenFormer.
 
     ``CorridorKeyEngine(checkpoint_dir)`` resolves the checkpoint through the ckpt_formats registry
     (fetching it from ``hub`` when the directory has none), builds the model on the meta device and assigns
@@ -40,6 +41,8 @@ class CorridorKeyEngine:
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
         compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
         hub, exclude, select, safe_only: passed to :func:`ckpt_formats.resolve`.
+        screen_color: ``"green"`` (default) or ``"blue"``: the screen the frames are shot on, the default
+            of :meth:`process_frame`'s ``screen_color`` (despill acts on that screen's channel).
     """
 
     def __init__(
@@ -56,7 +59,10 @@ class CorridorKeyEngine:
         exclude: Sequence[str] = (),
         select: str | None = None,
         safe_only: bool | None = None,
+        screen_color: str = "green",
     ) -> None:
+        self.screen_color = screen_color
+        color.screen_channel(screen_color)  # refuse anything but green/blue before loading
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
         loaded = load_greenformer(
@@ -81,9 +87,12 @@ class CorridorKeyEngine:
         device: str | torch.device | None = None,
         precision: str | torch.dtype | None = None,
         compile: bool = False,
+        screen_color: str = "green",
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
+        color.screen_channel(screen_color)
         engine = cls.__new__(cls)
+        engine.screen_color = screen_color
         engine.device = resolve_device(device)
         engine.dtype = resolve_dtype(engine.device, precision)
         model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
@@ -117,14 +126,17 @@ class CorridorKeyEngine:
         *,
         refiner_scale: float = 1.0,
         input_is_linear: bool = False,
-        despill_strength: float = 1.0,
+        despill_strength: float = 0.5,
         auto_despeckle: bool = True,
         despeckle_size: int = 400,
         generate_comp: bool = True,
+        screen_color: str | None = None,
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """:meth:`process_frame`, but the outputs stay ``[B, C, H, W]`` float32 tensors on the engine's
         device; also returns whether the input was batched."""
-        options = PostProcessOptions(despill_strength, auto_despeckle, despeckle_size, generate_comp)
+        options = PostProcessOptions(
+            despill_strength, auto_despeckle, despeckle_size, generate_comp, screen_color or self.screen_color
+        )
         rgb, hint, batched = to_batch(image, mask, self.device)
         height, width = rgb.shape[-2:]
         inputs = model_input(rgb, hint, self.img_size, input_is_linear=input_is_linear, dtype=self.dtype)
@@ -139,10 +151,11 @@ class CorridorKeyEngine:
         *,
         refiner_scale: float = 1.0,
         input_is_linear: bool = False,
-        despill_strength: float = 1.0,
+        despill_strength: float = 0.5,
         auto_despeckle: bool = True,
         despeckle_size: int = 400,
         generate_comp: bool = True,
+        screen_color: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Key one frame ``[H,W,3]`` or a batch ``[B,H,W,3]`` with its alpha hint.
 
@@ -155,10 +168,13 @@ class CorridorKeyEngine:
         - ``alpha`` ``[...,1]``: the predicted matte, linear;
         - ``fg`` ``[...,3]``: the predicted foreground, straight (un-premultiplied) sRGB;
         - ``processed`` ``[...,4]``: linear premultiplied RGBA after despeckle (``auto_despeckle``: alpha
-          islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1);
+          islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1, on the
+          ``screen_color`` channel: ``"green"`` or ``"blue"``, default the engine's);
         - ``comp`` ``[...,3]``: sRGB preview over a 128-px 0.15/0.55 checkerboard (if ``generate_comp``).
 
-        ``refiner_scale`` multiplies the CNN refiner's corrections (0 = coarse prediction only).
+        The defaults, and the post-processing itself, are upstream CorridorKey's ``run-inference``
+        defaults (its OpenCV path; see docs/engine.md for the few differences). ``refiner_scale``
+        multiplies the CNN refiner's corrections (0 = coarse prediction only).
         """
         outputs, batched = self.process_tensors(
             image,
@@ -169,6 +185,7 @@ class CorridorKeyEngine:
             auto_despeckle=auto_despeckle,
             despeckle_size=despeckle_size,
             generate_comp=generate_comp,
+            screen_color=screen_color,
         )
         return to_numpy(outputs, batched)
 
