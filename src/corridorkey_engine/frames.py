@@ -106,7 +106,8 @@ def model_input(
     rgb = resize(rgb, size, size)
     if input_is_linear:
         rgb = color.linear_to_srgb(rgb)
-    return torch.cat([color.imagenet_normalise(rgb), resize(mask, size, size)], dim=1).to(dtype)
+    inputs = torch.cat([color.imagenet_normalise(rgb), resize(mask, size, size)], dim=1)
+    return inputs.to(dtype).contiguous()  # one memory layout whatever the mask's, so the same kernels run
 
 
 _S45 = math.sqrt(0.5)
