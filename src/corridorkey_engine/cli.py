@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     gamma.add_argument(
         "--srgb", dest="linear", action="store_const", const=False, help="input frames are sRGB"
     )
-    k.add_argument("--despill", type=_unit_float, default=1.0, metavar="0-1", help="despill strength (1.0)")
+    k.add_argument(
+        "--despill", type=_unit_float, default=0.5, metavar="0-1", help="despill strength (0.5, as upstream)"
+    )
     k.add_argument(
         "--despeckle",
         action=argparse.BooleanOptionalAction,

@@ -72,7 +72,7 @@ class KeyOptions:
     outputs: tuple[str, ...] = tuple(OUTPUTS)
     exr_half: bool = True
     input_is_linear: bool | None = None
-    despill_strength: float = 1.0
+    despill_strength: float = 0.5
     auto_despeckle: bool = True
     despeckle_size: int = 400
     refiner_scale: float = 1.0
