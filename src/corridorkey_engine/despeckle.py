@@ -10,8 +10,8 @@ Two implementations of exactly those operations: OpenCV on the host (the CPU pat
 (the CUDA path, so the matte never leaves the GPU). On tensors, connected components are labelled by
 hook-and-compress rounds over a union-find forest: each root adopts the smallest root found in the 3×3
 neighbourhood of any of its pixels, then every pixel jumps to its root. Roots only ever decrease, so the
-loop ends, with one root per component, after a few rounds for real mattes. The elliptic dilation is a
-maximum of separable max-pools (one per distinct row width of the ellipse), and the blur is computed in
+loop ends, with one root per component, after a few rounds for real mattes. The elliptic dilation is
+built from shifted element-wise maxima, and the blur is computed in
 exact integers (held in float32: every partial sum stays below 2**24), so both paths give the same mask.
 """
 
@@ -21,7 +21,6 @@ import functools
 import math
 
 import torch
-import torch.nn.functional as F
 
 DESPECKLE_THRESHOLD = 0.5  # alpha above this is foreground for the island analysis
 SAFE_ZONE_DILATION = 25  # radius (px) of the ellipse the kept islands are dilated by
@@ -87,22 +86,41 @@ def ellipse_half_widths(radius: int) -> tuple[int, ...]:
     )
 
 
+def _max_shifted(target: torch.Tensor, source: torch.Tensor, shift: int, dim: int) -> None:
+    """``target = max(target, source shifted by shift along dim)`` in place; what leaves is dropped."""
+    size = source.shape[dim]
+    if abs(shift) >= size:
+        return
+    if shift > 0:
+        dst, src = target.narrow(dim, shift, size - shift), source.narrow(dim, 0, size - shift)
+    else:
+        dst, src = target.narrow(dim, 0, size + shift), source.narrow(dim, -shift, size + shift)
+    torch.maximum(dst, src, out=dst)
+
+
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grey-level dilation of ``[B, 1, H, W]`` by the ellipse of :func:`ellipse_half_widths`; pixels
-    outside the image are ignored (OpenCV's default border for ``dilate``)."""
+    """Dilation of a non-negative ``[B, 1, H, W]`` mask by the ellipse of :func:`ellipse_half_widths`;
+    pixels outside the image are ignored (OpenCV's default border for ``dilate``).
+
+    Row by row of the ellipse, from its tips to its middle: a running horizontal maximum is widened to
+    the row's half-width, then merged into the result shifted up and down by the row's offset, so the
+    whole dilation is about ``4·radius`` element-wise maxima.
+    """
     if radius <= 0:
         return mask
     widths = ellipse_half_widths(radius)
-    out = None
-    for half in sorted(set(widths)):
-        # Rows as wide as `half` or wider form the band |dy| <= reach; rows narrower come from another pass.
-        reach = max(abs(i - radius) for i, w in enumerate(widths) if w >= half)
-        part = mask
-        if half:
-            part = F.max_pool2d(part, kernel_size=(1, 2 * half + 1), stride=1, padding=(0, half))
-        if reach:
-            part = F.max_pool2d(part, kernel_size=(2 * reach + 1, 1), stride=1, padding=(reach, 0))
-        out = part if out is None else torch.maximum(out, part)
+    out = mask.clone()
+    running, reach = mask.clone(), 0  # running = max of mask over |dx| <= reach
+    for dy in range(radius, -1, -1):
+        while reach < widths[radius + dy]:
+            reach += 1
+            _max_shifted(running, mask, reach, dim=-1)
+            _max_shifted(running, mask, -reach, dim=-1)
+        if dy == 0:
+            torch.maximum(out, running, out=out)
+        else:
+            _max_shifted(out, running, dy, dim=-2)
+            _max_shifted(out, running, -dy, dim=-2)
     return out
 
 
