@@ -121,7 +121,8 @@ def test_outputs_equal_the_engine_frame_by_frame(keyed, engine) -> None:
             images.read_image(clip / "Processed" / f"{name}.exr"), ref["processed"], **half
         )
         comp = images.read_image(clip / "Comp" / f"{name}.png")
-        assert np.abs(comp - ref["comp"]).max() <= 1.01 / 255
+        # the preview may exceed 1 (despill is not clamped, as upstream); the 8-bit PNG clips it
+        assert np.abs(comp - np.clip(ref["comp"], 0.0, 1.0)).max() <= 1.01 / 255
 
 
 def test_frames_pair_in_natural_order_not_lexical(keyed) -> None:

@@ -13,13 +13,15 @@ from engine_helpers import frame, tiny_engine, tiny_model
 from corridorkey_engine import CorridorKeyEngine, save_checkpoint
 from corridorkey_engine.keying import color as col
 from corridorkey_engine.keying.despeckle import (
+    blur_8bit,
     connected_components,
     despeckle,
     despeckle_opencv,
     despeckle_torch,
+    dilate,
     remove_small_islands,
 )
-from corridorkey_engine.keying.frames import PostProcessOptions, model_input, postprocess
+from corridorkey_engine.keying.frames import PostProcessOptions, model_input, postprocess, resize_lanczos
 
 CHANNELS = {"alpha": 1, "fg": 3, "processed": 4, "comp": 3}
 
@@ -37,10 +39,14 @@ def test_outputs_shapes_dtypes_ranges(engine) -> None:
         assert isinstance(array, np.ndarray) and array.dtype == np.float32, name
         assert array.shape == (48, 80, CHANNELS[name]), name
         assert array.flags.c_contiguous, name
-        assert array.min() >= 0.0 and array.max() <= 1.0, name
-    # processed is premultiplied: colour never exceeds its alpha
-    rgb, a = out["processed"][..., :3], out["processed"][..., 3:]
-    assert np.all(rgb <= a + 1e-6)
+        assert np.isfinite(array).all(), name
+    # Lanczos-4 back to the frame size rings a little past 0-1 (as upstream) ...
+    for name in ("alpha", "fg"):
+        assert out[name].min() >= -0.3 and out[name].max() <= 1.3, name
+    assert out["comp"].min() >= 0.0  # ... and the preview is clamped below 0 by the transfer function
+    at_model_size = engine.process_frame(*frame(64, 64))  # no resize: the model's sigmoids, within 0-1
+    for name in ("alpha", "fg"):
+        assert at_model_size[name].min() >= 0.0 and at_model_size[name].max() <= 1.0, name
 
 
 def test_batched_equals_frame_by_frame(engine) -> None:
@@ -53,7 +59,7 @@ def test_batched_equals_frame_by_frame(engine) -> None:
     for i, (image, hint) in enumerate(frames):
         single = engine.process_frame(image, hint)
         for name in single:
-            np.testing.assert_allclose(batch[name][i], single[name], atol=2e-5, err_msg=name)
+            np.testing.assert_allclose(batch[name][i], single[name], atol=5e-5, err_msg=name)
     batch_4d_mask = engine.process_frame(images, hints[..., None])
     for name in batch:
         assert np.array_equal(batch[name], batch_4d_mask[name])
@@ -88,6 +94,10 @@ def test_bad_inputs_are_clear_errors(engine) -> None:
         engine.process_frame(image, hint, despill_strength=1.5)
     with pytest.raises(ValueError, match="despeckle_size must be >= 0"):
         engine.process_frame(image, hint, despeckle_size=-1)
+    with pytest.raises(ValueError, match="screen_color must be 'green' or 'blue', got 'red'"):
+        engine.process_frame(image, hint, screen_color="red")
+    with pytest.raises(ValueError, match="screen_color must be 'green' or 'blue'"):
+        CorridorKeyEngine(Path("no-such-folder"), device="cpu", screen_color="magenta")  # before any loading
 
 
 def test_options_generate_comp_despeckle_and_refiner(engine) -> None:
@@ -110,6 +120,40 @@ def test_despill_lowers_green(engine) -> None:
     assert np.all(full[..., 1] <= half[..., 1] + 1e-7) and np.all(half[..., 1] <= kept[..., 1] + 1e-7)
     assert (kept[..., 1] - full[..., 1]).max() > 1e-3
     np.testing.assert_array_equal(full[..., 3], kept[..., 3])  # alpha untouched
+
+
+def test_blue_despill_lowers_blue_and_leaves_green_alone() -> None:
+    """On a blue-screen frame, ``screen_color="blue"`` takes the blue excess over the average of red and
+    green out of blue (half of it goes to each of them); green is never lowered. The green despill on the
+    same frame does something else: it takes green out wherever green exceeds red and blue."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    subject = np.hypot(yy - 32, xx - 32) < 18
+    rgb = np.where(subject[..., None], [0.86, 0.62, 0.50], [0.10, 0.22, 0.72]).astype(np.float32)
+    rgb[subject] += [0.0, 0.0, 0.15]  # blue spill on the subject
+    rgb[:4] = [0.2, 0.7, 0.2]  # a green strip (no blue excess)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    blue = postprocess(
+        torch.ones(1, 1, 64, 64), x, 64, 64, PostProcessOptions(1.0, False, screen_color="blue")
+    )
+    kept = postprocess(torch.ones(1, 1, 64, 64), x, 64, 64, PostProcessOptions(0.0, False))
+    lin_b, lin_k = blue["processed"][0, :3], kept["processed"][0, :3]
+    assert torch.all(lin_b[2] <= lin_k[2] + 1e-7) and (lin_k[2] - lin_b[2]).max() > 0.1  # blue lowered
+    assert torch.all(lin_b[1] >= lin_k[1] - 1e-7)  # green never lowered
+    torch.testing.assert_close(lin_b[:, :4], lin_k[:, :4], atol=0, rtol=0)  # no blue excess: untouched
+    green = postprocess(torch.ones(1, 1, 64, 64), x, 64, 64, PostProcessOptions(1.0, False))["processed"][
+        0, :3
+    ]
+    assert (lin_k[1] - green[1]).max() > 0.1 and torch.all(green[2] >= lin_k[2] - 1e-7)
+    with pytest.raises(ValueError, match="screen_color must be 'green' or 'blue'"):
+        PostProcessOptions(screen_color="red")
+
+
+def test_despill_is_not_clamped() -> None:
+    """As upstream: the red/blue despill adds may end above 1 and stay there (through sRGB->linear)."""
+    rgb = torch.tensor([0.95, 1.0, 0.2]).view(1, 3, 1, 1)  # green excess 0.425: red gets 0.2125
+    out = col.despill(rgb, 1.0)
+    torch.testing.assert_close(out.flatten(), torch.tensor([1.1625, 0.575, 0.4125]))
+    assert float(col.srgb_to_linear(out)[0, 0]) > 1.3
 
 
 def test_despill_function() -> None:
@@ -167,8 +211,48 @@ def test_cpu_and_gpu_postprocessing_implementations_agree_on_the_cpu() -> None:
         for dilation, blur in ((25, 5), (3, 2), (0, 0)):
             a = despeckle_opencv(alpha, min_area, dilation, blur)
             b = despeckle_torch(alpha, min_area, dilation, blur)
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+            assert torch.equal(a, b), (min_area, dilation, blur)  # bit for bit
     assert not torch.equal(despeckle(alpha, 400), alpha)  # something was removed
+    assert torch.equal(despeckle(alpha, 400, tensor_path=True), despeckle(alpha, 400, tensor_path=False))
+
+
+def test_tensor_dilation_and_8bit_blur_are_opencvs_bit_for_bit() -> None:
+    """The tensor path's elliptic dilation and fixed-point Gaussian against cv2 on random masks, every
+    radius up to 12 and 25 (the default), sizes down to 1 px (borders folded more than once)."""
+    rng = np.random.default_rng(3)
+    for radius in [*range(13), 25]:
+        ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        for _ in range(4):
+            height, width = (int(v) for v in rng.integers(1, 70, size=2))
+            sparse = (rng.random((height, width)) < 0.02).astype(np.uint8)
+            got = dilate(torch.from_numpy(sparse.astype(np.float32))[None, None], radius)[0, 0].numpy()
+            assert np.array_equal(got, cv2.dilate(sparse, ellipse)), (radius, height, width)
+            levels = rng.integers(0, 256, size=(height, width)).astype(np.uint8)
+            blurred = blur_8bit(torch.from_numpy(levels.astype(np.float32))[None, None], radius)[0, 0].numpy()
+            expected = cv2.GaussianBlur(levels, (2 * radius + 1, 2 * radius + 1), 0) if radius else levels
+            assert np.array_equal(blurred, expected), (radius, height, width)
+
+
+def test_tensor_lanczos_is_opencvs() -> None:
+    """The tensor path's Lanczos-4 against ``cv2.resize(INTER_LANCZOS4)``: up, down, mixed, to 1 px; not
+    clamped (it rings past the input's range, as OpenCV's does)."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.random((2, 3, 37, 53)).astype(np.float32))
+    for height, width in ((128, 128), (20, 90), (1, 7), (37, 53), (300, 41)):
+        ours = resize_lanczos(x, height, width, tensor_path=True)
+        host = resize_lanczos(x, height, width, tensor_path=False)
+        cv = np.stack(
+            [
+                cv2.resize(f, (width, height), interpolation=cv2.INTER_LANCZOS4)
+                for f in x.permute(0, 2, 3, 1).numpy()
+            ]
+        )
+        torch.testing.assert_close(host, torch.from_numpy(cv).permute(0, 3, 1, 2), atol=0, rtol=0)
+        torch.testing.assert_close(ours, host, atol=2e-6, rtol=0)
+    step = torch.zeros(1, 1, 8, 8)
+    step[..., 4:] = 1.0
+    rung = resize_lanczos(step, 32, 32, tensor_path=True)
+    assert rung.max() > 1.01 and rung.min() < -0.01
 
 
 def test_linear_input_is_resized_in_linear_light() -> None:

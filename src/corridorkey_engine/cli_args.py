@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--despill",
         dest="despill_strength",
         type=_unit_float,
-        default=1.0,
+        default=0.5,
         metavar="0-1",
-        help="despill strength (1.0)",
+        help="despill strength (0.5, as upstream's default 5 of 10)",
     )
     k.add_argument(
         "--despeckle",

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class CorridorKeyEngine:
-    """Keys green-screen frames with a GreenFormer.
+    """Keys green- or blue-screen frames with a GreenFormer.
 
     ``CorridorKeyEngine(checkpoint_dir)`` resolves the checkpoint through the ckpt_formats registry
     (fetching it from ``hub`` when the directory has none), builds the model on the meta device and assigns
@@ -42,6 +42,8 @@ class CorridorKeyEngine:
         config: the architecture; default the checkpoint's metadata, else CorridorKey v1.0.
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
         compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
+        screen_color: ``"green"`` (default) or ``"blue"``: the screen the frames are shot on, the default
+            of the post-processing's ``screen_color`` (despill acts on that screen's channel).
         source_options: :class:`CheckpointSource` fields to replace (``hub``, ``exclude``, ``select``,
             ``safe_only``, ``formats``), passed on to :func:`ckpt_formats.resolve`.
     """
@@ -56,8 +58,10 @@ class CorridorKeyEngine:
         config: GreenFormerConfig | None = None,
         strict: bool = True,
         compile: bool = False,
+        screen_color: str = "green",
         **source_options: Any,
     ) -> None:
+        self.post_defaults = PostProcessOptions(screen_color=screen_color)  # refuses a bad colour early
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
         source = CheckpointSource.of(checkpoint_dir, **source_options)
@@ -74,9 +78,11 @@ class CorridorKeyEngine:
         device: str | torch.device | None = None,
         precision: str | torch.dtype | None = None,
         compile: bool = False,
+        screen_color: str = "green",
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
         engine = cls.__new__(cls)
+        engine.post_defaults = PostProcessOptions(screen_color=screen_color)
         engine.device = resolve_device(device)
         engine.dtype = resolve_dtype(engine.device, precision)
         model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
@@ -115,7 +121,8 @@ class CorridorKeyEngine:
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """:meth:`process_frame`, but the outputs stay ``[B, C, H, W]`` float32 tensors on the engine's
         device; also returns whether the input was batched."""
-        options = _post_options(options, overrides)
+        options = options if options is not None else self.post_defaults
+        options = replace(options, **overrides) if overrides else options
         rgb, hint, batched = to_batch(image, mask, self.device)
         height, width = rgb.shape[-2:]
         inputs = model_input(rgb, hint, self.img_size, input_is_linear=input_is_linear, dtype=self.dtype)
@@ -137,8 +144,12 @@ class CorridorKeyEngine:
         - ``alpha`` ``[...,1]``: the predicted matte, linear;
         - ``fg`` ``[...,3]``: the predicted foreground, straight (un-premultiplied) sRGB;
         - ``processed`` ``[...,4]``: linear premultiplied RGBA after despeckle (``auto_despeckle``: alpha
-          islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1);
+          islands under ``despeckle_size`` px removed) and despill (``despill_strength`` 0-1, on the
+          ``screen_color`` channel: ``"green"`` or ``"blue"``, default the engine's);
         - ``comp`` ``[...,3]``: sRGB preview over a 128-px 0.15/0.55 checkerboard (if ``generate_comp``).
+
+        The defaults, and the post-processing itself, are upstream CorridorKey's ``run-inference``
+        defaults (its OpenCV path; see docs/engine.md for the few differences).
 
         Keywords (those of :meth:`process_tensors`): ``refiner_scale`` multiplies the CNN refiner's
         corrections (0 = coarse prediction only, default 1); ``input_is_linear`` (default False); any field
@@ -148,13 +159,6 @@ class CorridorKeyEngine:
         """
         outputs, batched = self.process_tensors(image, mask, options, **keywords)
         return to_numpy(outputs, batched)
-
-
-def _post_options(options: PostProcessOptions | None, overrides: dict[str, Any]) -> PostProcessOptions:
-    """``options`` (default :class:`PostProcessOptions`) with ``overrides`` replacing its fields; an unknown
-    name is a ``TypeError`` as for any unknown keyword."""
-    options = options if options is not None else PostProcessOptions()
-    return replace(options, **overrides) if overrides else options
 
 
 def load_engine(

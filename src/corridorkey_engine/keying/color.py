@@ -1,4 +1,9 @@
-"""Colour operations on ``[B, C, H, W]`` tensors, on whatever device they live (GPU or CPU)."""
+"""Colour operations on ``[B, C, H, W]`` tensors, on whatever device they live (GPU or CPU).
+
+The transfer functions, despill and compositing follow upstream CorridorKey's semantics: negative values
+are clamped to 0, values above 1 are kept (despill can push a channel over 1; the premultiplied EXR and
+the preview keep it, and an 8-bit writer clips it).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKER_SIZE = 128
 CHECKER_COLOURS = (0.15, 0.55)  # sRGB grey levels of the preview's checkerboard
+SCREEN_CHANNELS = {"green": 1, "blue": 2}  # the RGB channel a screen colour lights
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """The sRGB transfer function's inverse (IEC 61966-2-1); input and output clamped to 0-1."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).clamp(0.0, 1.0)
+    """The sRGB transfer function's inverse (IEC 61966-2-1); negative input clamped to 0, none above."""
+    x = x.clamp(min=0.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """The sRGB transfer function (IEC 61966-2-1); input and output clamped to 0-1."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055).clamp(0.0, 1.0)
+    """The sRGB transfer function (IEC 61966-2-1); negative input clamped to 0, none above."""
+    x = x.clamp(min=0.0)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
 def imagenet_normalise(rgb: torch.Tensor) -> torch.Tensor:
@@ -29,18 +35,50 @@ def imagenet_normalise(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb - mean) / std
 
 
-def despill(rgb: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """Remove green spill: green is limited to the average of red and blue, the excess is added half to
-    red and half to blue (luminance roughly kept), and the result is blended with the input by
-    ``strength`` (0 = unchanged, 1 = full)."""
+def screen_channel(screen_color: str) -> int:
+    """The RGB channel index of a screen colour (``"green"`` 1, ``"blue"`` 2).
+
+    Raises:
+        ValueError: ``screen_color`` is neither ``"green"`` nor ``"blue"``.
+    """
+    try:
+        return SCREEN_CHANNELS[screen_color]
+    except (KeyError, TypeError):
+        raise ValueError(f"screen_color must be 'green' or 'blue', got {screen_color!r}") from None
+
+
+def despill(rgb: torch.Tensor, strength: float = 1.0, screen_color: str = "green") -> torch.Tensor:
+    """Remove screen spill from ``[B, 3, H, W]`` straight sRGB.
+
+    The screen's channel (green, or blue for ``screen_color="blue"``) is limited to the average of the
+    other two; the excess is added half to each of them (luminance roughly kept, not clamped: a channel
+    may end above 1), and the result is blended with the input by ``strength``:
+    ``rgb·(1-s) + despilled·s``.
+
+    Args:
+        rgb: straight sRGB colour.
+        strength: 0 (unchanged) to 1 (full).
+        screen_color: ``"green"`` or ``"blue"``.
+
+    Returns:
+        the despilled colour, like ``rgb``.
+
+    Raises:
+        ValueError: ``strength`` outside 0-1 or an unknown ``screen_color``.
+    """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"despill strength must be between 0 and 1, got {strength}")
+    screen = screen_channel(screen_color)
     if strength == 0.0:
         return rgb
-    r, g, b = rgb.unbind(dim=1)
-    excess = (g - (r + b) * 0.5).clamp(min=0.0)
-    despilled = torch.stack([r + excess * 0.5, g - excess, b + excess * 0.5], dim=1)
-    return despilled if strength == 1.0 else torch.lerp(rgb, despilled, strength)
+    others = [c for c in range(3) if c != screen]
+    channels = list(rgb.unbind(dim=1))
+    excess = (channels[screen] - (channels[others[0]] + channels[others[1]]) / 2.0).clamp(min=0.0)
+    channels[screen] = channels[screen] - excess
+    for c in others:
+        channels[c] = channels[c] + excess * 0.5
+    despilled = torch.stack(channels, dim=1)
+    return despilled if strength == 1.0 else rgb * (1.0 - strength) + despilled * strength
 
 
 def checkerboard(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -54,4 +92,4 @@ def checkerboard(height: int, width: int, device: torch.device | str = "cpu") ->
 
 def composite_over(fg_linear: torch.Tensor, alpha: torch.Tensor, bg_linear: torch.Tensor) -> torch.Tensor:
     """Straight (un-premultiplied) ``fg`` over ``bg``, all linear: ``fg·a + bg·(1-a)``."""
-    return torch.lerp(bg_linear, fg_linear, alpha)
+    return fg_linear * alpha + bg_linear * (1.0 - alpha)

@@ -7,6 +7,8 @@ model's device.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +24,16 @@ _TENSOR_DTYPES = (torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torc
 
 @dataclass(frozen=True)
 class PostProcessOptions:
-    """How the model's prediction becomes the outputs (see :meth:`CorridorKeyEngine.process_frame`)."""
+    """How the model's prediction becomes the outputs (see :meth:`CorridorKeyEngine.process_frame`).
 
-    despill_strength: float = 1.0
+    The defaults are what upstream CorridorKey's ``run-inference`` uses by default (despill 5 of 10).
+    """
+
+    despill_strength: float = 0.5
     auto_despeckle: bool = True
     despeckle_size: int = 400
     generate_comp: bool = True
+    screen_color: str = "green"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.despill_strength <= 1.0:
@@ -36,6 +42,7 @@ class PostProcessOptions:
             raise ValueError(f"despeckle_size must be a whole number of pixels, got {self.despeckle_size!r}")
         if self.despeckle_size < 0:
             raise ValueError(f"despeckle_size must be >= 0, got {self.despeckle_size}")
+        color.screen_channel(self.screen_color)  # raises for anything but green/blue
 
 
 def _upload(x: Array, name: str, device: torch.device) -> torch.Tensor:
@@ -82,36 +89,124 @@ def to_batch(image: Array, mask: Array, device: torch.device) -> tuple[torch.Ten
     return rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2), batched
 
 
-def resize(x: torch.Tensor, height: int, width: int, mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``[B,C,H,W]``; antialiased when shrinking, untouched when the size already matches."""
-    h, w = x.shape[-2:]
-    if (h, w) == (height, width):
+def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize ``[B,C,H,W]`` bilinearly with antialiasing (torchvision's default, as upstream resizes a
+    frame for the model); untouched when the size already matches."""
+    if tuple(x.shape[-2:]) == (height, width):
         return x
-    shrink = h > height or w > width
-    return F.interpolate(x, size=(height, width), mode=mode, align_corners=False, antialias=shrink)
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
 def model_input(
     rgb: torch.Tensor, mask: torch.Tensor, size: int, *, input_is_linear: bool, dtype: torch.dtype
 ) -> torch.Tensor:
     """``[B,4,size,size]``: the image resized (in linear light when it is linear, then converted to sRGB),
-    ImageNet-normalised, and the resized hint; in the model's ``dtype``."""
+    ImageNet-normalised, and the resized hint; in the model's ``dtype``. Values are not clamped (as
+    upstream: a linear highlight above 1 reaches the model above 1)."""
     rgb = resize(rgb, size, size)
-    rgb = color.linear_to_srgb(rgb) if input_is_linear else rgb.clamp(0.0, 1.0)
-    hint = resize(mask, size, size).clamp(0.0, 1.0)
-    return torch.cat([color.imagenet_normalise(rgb), hint], dim=1).to(dtype)
+    if input_is_linear:
+        rgb = color.linear_to_srgb(rgb)
+    inputs = torch.cat([color.imagenet_normalise(rgb), resize(mask, size, size)], dim=1)
+    return inputs.to(dtype).contiguous()  # one memory layout whatever the mask's, so the same kernels run
+
+
+_S45 = math.sqrt(0.5)
+_LANCZOS_PHASES = (
+    (1, 0),
+    (-_S45, -_S45),
+    (0, 1),
+    (_S45, -_S45),
+    (-1, 0),
+    (_S45, _S45),
+    (0, -1),
+    (-_S45, _S45),
+)
+
+
+@functools.lru_cache(maxsize=16)
+def lanczos_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's ``INTER_LANCZOS4`` sampling along one axis: for each output index, the 8 source indices
+    (clamped to the edge) and their float32 weights (``sinc(x)·sinc(x/4)``, normalised to sum 1), from
+    the source position ``(i + 0.5)·size_in/size_out - 0.5``; whatever the scale (no antialiasing)."""
+    scale = 1.0 / (size_out / size_in)
+    index = np.empty((size_out, 8), np.int64)
+    weight = np.empty((size_out, 8), np.float32)
+    for i in range(size_out):
+        position = np.float32((i + 0.5) * scale - 0.5)
+        start = math.floor(position)
+        frac = float(np.float32(position - np.float32(start)))
+        angle = -(frac + 3) * math.pi * 0.25
+        sin0, cos0 = math.sin(angle), math.cos(angle)
+        taps = np.empty(8, np.float32)
+        for k, (a, b) in enumerate(_LANCZOS_PHASES):
+            offset = float(np.float32(frac + 3 - k))
+            y = -offset * math.pi * 0.25
+            taps[k] = (a * sin0 + b * cos0) / (y * y) if abs(offset) >= 1e-6 else 1e30
+        weight[i] = taps * (np.float32(1.0) / taps.sum(dtype=np.float32))
+        index[i] = np.clip(np.arange(start - 3, start + 5), 0, size_in - 1)
+    return index, weight
+
+
+def _lanczos_axis(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    index, weight = lanczos_taps(x.shape[dim], size)
+    index_t = torch.from_numpy(index).to(x.device)
+    weight_t = torch.from_numpy(weight).to(x.device, x.dtype)
+    shape = [1] * x.ndim
+    shape[dim] = size
+    out = None
+    for k in range(8):
+        term = x.index_select(dim, index_t[:, k]) * weight_t[:, k].view(shape)
+        out = term if out is None else out + term
+    return out
+
+
+def resize_lanczos(
+    x: torch.Tensor, height: int, width: int, *, tensor_path: bool | None = None
+) -> torch.Tensor:
+    """Resize ``[B,C,H,W]`` float32 as OpenCV's ``INTER_LANCZOS4`` (not clamped: it rings slightly past
+    the input's range), the way upstream brings the prediction back to the frame's size. ``tensor_path``:
+    separable 8-tap gathers on ``x``'s device (default on CUDA) rather than ``cv2.resize`` on the host."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    if tensor_path is None:
+        tensor_path = x.device.type == "cuda"
+    if tensor_path:
+        return _lanczos_axis(_lanczos_axis(x, width, 3), height, 2)
+    import cv2
+
+    frames = x.detach().permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LANCZOS4) for f in frames])
+    out = out.reshape(len(frames), height, width, x.shape[1])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device)
 
 
 def postprocess(
-    alpha: torch.Tensor, fg: torch.Tensor, height: int, width: int, options: PostProcessOptions
+    alpha: torch.Tensor,
+    fg: torch.Tensor,
+    height: int,
+    width: int,
+    options: PostProcessOptions,
+    *,
+    tensor_path: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """The model's ``alpha`` / ``fg`` (any size) -> the outputs at ``height × width``, float32 ``[B,C,H,W]``:
     ``alpha`` (linear), ``fg`` (straight sRGB), ``processed`` (linear premultiplied RGBA after despeckle and
-    despill) and, unless disabled, ``comp`` (sRGB preview over the checkerboard)."""
-    alpha = resize(alpha.float(), height, width, mode="bicubic").clamp(0.0, 1.0)
-    fg = resize(fg.float(), height, width, mode="bicubic").clamp(0.0, 1.0)
-    matte = despeckle(alpha, options.despeckle_size) if options.auto_despeckle else alpha
-    fg_linear = color.srgb_to_linear(color.despill(fg, options.despill_strength))
+    despill) and, unless disabled, ``comp`` (sRGB preview over the checkerboard).
+
+    Upstream CorridorKey's OpenCV post-processing: Lanczos-4 back to the frame size, despeckle
+    (:func:`~corridorkey_engine.keying.despeckle.despeckle`), despill on the screen's channel, sRGB to linear,
+    premultiply, and the preview composited in linear light. ``tensor_path`` (default: on CUDA) does the
+    same with tensor operations on the device; otherwise the resize and despeckle run on the host with
+    OpenCV.
+    """
+    if tensor_path is None:
+        tensor_path = alpha.device.type == "cuda"
+    alpha = resize_lanczos(alpha.float(), height, width, tensor_path=tensor_path)
+    fg = resize_lanczos(fg.float(), height, width, tensor_path=tensor_path)
+    matte = alpha
+    if options.auto_despeckle:
+        matte = despeckle(alpha, options.despeckle_size, tensor_path=tensor_path)
+    fg_linear = color.srgb_to_linear(color.despill(fg, options.despill_strength, options.screen_color))
     out = {"alpha": alpha, "fg": fg, "processed": torch.cat([fg_linear * matte, matte], dim=1)}
     if options.generate_comp:
         background = color.srgb_to_linear(color.checkerboard(height, width, device=alpha.device))
