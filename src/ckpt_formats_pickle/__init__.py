@@ -76,8 +76,8 @@ def load_file(path: Path, device: str) -> Any:
         return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise CheckpointLoadError(
-            f"{path}: refused to unpickle ({refusal_reason(exc)}): it holds objects other than tensors and "
-            "plain containers, which could run code. Only load it if you trust its source, and convert it "
+            f"{path}: refused to unpickle ({refusal_reason(exc)}): only tensors and plain containers are "
+            "accepted, anything else could run code. Only load it if you trust its source, and convert it "
             "to safetensors in an isolated environment"
         ) from exc
     except (RuntimeError, EOFError, ValueError) as exc:  # a truncated zip, a cut-off stream

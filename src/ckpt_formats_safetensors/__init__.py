@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, Forma
 from ckpt_formats.sniff import looks_like_safetensors
 
 INDEX_SUFFIX = ".safetensors.index.json"
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -66,9 +68,22 @@ def load_file(path: Path, device: str) -> dict[str, Any]:
 
 
 def save_file(state_dict: Mapping[str, Any], path: Path, metadata: Mapping[str, str]) -> None:
+    """Write ``state_dict`` to ``path`` as safetensors, with ``metadata``.
+
+    Raises:
+        OSError: the write failed (disk full: ``errno.ENOSPC``...); safetensors reports these as its own
+            error, which is turned back into the operating system's.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file as st_save
 
-    st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
+    try:
+        st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
+    except SafetensorError as exc:
+        code = _OS_ERROR.search(str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
 
 
 def _load_single(candidate: Candidate, device: str) -> dict[str, Any]:
