@@ -47,7 +47,13 @@ Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched fro
 
 DEFAULT_HUB_REPO = "nikopueringer/CorridorKey_v1.0"
 """Where the published CorridorKey v1.0 weights live; fetched into the checkpoint folder when it is empty."""
-HUB_FILENAMES = {"safetensors": ["CorridorKey_v1.0.safetensors"], "pickle": ["CorridorKey_v1.0.pth"]}
+HUB_FILENAMES = {
+    "safetensors": ["CorridorKey_v1.0.safetensors"],
+    "pickle": ["CorridorKey_v1.0.pth"],  # DEPRECATED: remove after .pth sunset
+}
+"""The published repository's own names. Any other ``--hub`` repository is searched the Hugging Face way,
+with each format's default names (``model.safetensors.index.json``, ``model.safetensors``, then the pickle
+names)."""
 CHECKPOINT_DIR_ENV = "CORRIDORKEY_CHECKPOINT_DIR"
 
 
