@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointLoadError
-from .formats import Candidate, Discoverer
+from .formats import Candidate, CheckpointFormat, Discoverer, MetadataReader
 
 __all__ = [
     "discover_sharded",
@@ -32,6 +32,7 @@ __all__ = [
     "read_index",
     "read_weight_map",
     "shard_names",
+    "sharded_format",
 ]
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
@@ -213,3 +214,50 @@ def _check_owner(index: Path, weight_map: Mapping[str, str], name: str, shard: P
             f"tensor {name!r} is in shard {shard} but the index {index} assigns it to {owner}; the shards "
             "do not match the index: re-download the set"
         )
+
+
+def sharded_format(
+    name: str,
+    *,
+    priority: int,
+    index_suffix: str,
+    load_shard: Callable[[Path, str], Mapping[str, Any]],
+    shard_keys: Callable[[Path], Iterable[str]] | None = None,
+    read_metadata: MetadataReader | None = None,
+    hub_filenames: tuple[str, ...] = (),
+    executes_code: bool = False,
+    description: str = "",
+) -> CheckpointFormat:
+    """The declaration of a sharded format whose index files end in ``index_suffix``, under these rules.
+
+    Args:
+        name: the format's name.
+        priority: its priority.
+        index_suffix: e.g. ``.safetensors.index.json``; the format's glob is ``*`` followed by it.
+        load_shard: the single-file loader of one shard, ``(path, device) -> {name: tensor}``.
+        shard_keys: optional cheap ``path -> tensor names`` (see :func:`load_sharded`).
+        read_metadata: the format's metadata reader (default: the index's own ``metadata``).
+        hub_filenames: index names to ask a hub for.
+        executes_code: True when loading a shard can run code.
+        description: one line for ``ckpt-formats list``.
+
+    Returns:
+        A :class:`~ckpt_formats.CheckpointFormat` to register.
+    """
+
+    def load(candidate: Candidate, device: str) -> dict[str, Any]:
+        return load_sharded(candidate, device, load_shard, shard_keys)
+
+    return CheckpointFormat(
+        name=name,
+        priority=priority,
+        globs=("*" + index_suffix,),
+        load=load,
+        matches=looks_like_index,
+        read_metadata=read_metadata or (lambda candidate: index_metadata(candidate.path)),
+        hub_filenames=hub_filenames,
+        discover=discover_sharded(name),
+        companions=shard_names,
+        executes_code=executes_code,
+        description=description,
+    )

@@ -101,14 +101,6 @@ def _load_shard(path: Path, device: str) -> Any:
     return loaded
 
 
-def _load_sharded(candidate: Candidate, device: str) -> dict[str, Any]:
-    return shards.load_sharded(candidate, device, _load_shard)
-
-
-def _read_metadata_sharded(candidate: Candidate) -> dict[str, str]:
-    return shards.index_metadata(candidate.path)
-
-
 PICKLE = CheckpointFormat(
     name="pickle",
     priority=0,
@@ -122,15 +114,11 @@ PICKLE = CheckpointFormat(
     description="legacy PyTorch pickle (torch.load weights_only=True, mmap); deprecated",
 )
 
-PICKLE_SHARDED = CheckpointFormat(
-    name="pickle-sharded",
+PICKLE_SHARDED = shards.sharded_format(
+    "pickle-sharded",
     priority=10,
-    globs=("*" + INDEX_SUFFIX,),
-    load=_load_sharded,
-    matches=shards.looks_like_index,
-    read_metadata=_read_metadata_sharded,
-    discover=shards.discover_sharded("pickle-sharded"),
-    companions=shards.shard_names,
+    index_suffix=INDEX_SUFFIX,
+    load_shard=_load_shard,
     hub_filenames=("pytorch_model" + INDEX_SUFFIX,),
     executes_code=True,
     description="sharded PyTorch pickle (pytorch_model.bin.index.json and its .bin shards); deprecated",

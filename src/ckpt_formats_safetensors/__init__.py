@@ -97,10 +97,6 @@ def _read_metadata_single(candidate: Candidate) -> dict[str, str]:
 # -- sharded: the index rules are ckpt_formats.shards', shared with the sharded pickle format --------------
 
 
-def _load_sharded(candidate: Candidate, device: str) -> dict[str, Any]:
-    return shards.load_sharded(candidate, device, _load_shard, _shard_keys)
-
-
 def _load_shard(path: Path, device: str) -> dict[str, Any]:
     if not looks_like_safetensors(path):
         raise CheckpointLoadError(f"{path}: a shard of a sharded safetensors set, but not a safetensors file")
@@ -129,16 +125,14 @@ SAFETENSORS = CheckpointFormat(
     description="safetensors file (raw tensors behind a JSON header; cannot run code)",
 )
 
-SAFETENSORS_SHARDED = CheckpointFormat(
-    name="safetensors-sharded",
+SAFETENSORS_SHARDED = shards.sharded_format(
+    "safetensors-sharded",
     priority=110,
-    globs=("*" + INDEX_SUFFIX,),
-    load=_load_sharded,
-    matches=shards.looks_like_index,
+    index_suffix=INDEX_SUFFIX,
+    load_shard=_load_shard,
+    shard_keys=_shard_keys,
     read_metadata=_read_metadata_sharded,
     hub_filenames=("model" + INDEX_SUFFIX,),
-    discover=shards.discover_sharded("safetensors-sharded"),
-    companions=shards.shard_names,
     description="sharded safetensors: an index JSON and the shards it lists, loaded as one state dict",
 )
 
