@@ -72,8 +72,8 @@ class Discovery:
 
 def left_out(directory: Path, fmt: CheckpointFormat, error: BaseException) -> str:
     """Log (one line) and return why ``fmt`` was left out of the choice in ``directory``."""
-    why = str(error) if isinstance(error, PluginError) else f"{fmt.name}: {type(error).__name__}: {error}"
-    message = f"{directory}: format {fmt.name!r} left out of the choice: {why}"
+    why = str(error) if isinstance(error, PluginError) else f"{directory}: {type(error).__name__}: {error}"
+    message = f"format {fmt.name!r} left out of the choice: {why}"
     logger.warning("%s", message)
     return message
 
