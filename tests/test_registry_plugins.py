@@ -307,9 +307,9 @@ def test_every_plugin_types_its_hook_with_the_public_registrar():
     import typing
 
     import ckpt_formats_npz
+
     import ckpt_formats_pickle
     import ckpt_formats_safetensors
-
     from ckpt_formats import FormatRegistrar
 
     assert "FormatRegistrar" in __import__("ckpt_formats").__all__
