@@ -311,3 +311,17 @@ def test_a_plugin_that_exits_while_imported_is_listed_as_broken(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "BROKEN plugin exits (exits-on-import): import failed: SystemExit: 3" in out.stdout
     assert "safetensors" in out.stdout
+
+
+def test_a_register_hook_that_exits_is_a_plugin_error(registry):
+    class Exits:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            sys.exit(2)
+
+    before = [f.name for f in registry.all_formats()]
+    with pytest.raises(
+        PluginError, match="plugin 'exits': ckpt_formats_register_formats failed: SystemExit: 2"
+    ):
+        registry.register(Exits(), name="exits")
+    assert [f.name for f in registry.all_formats()] == before
