@@ -44,7 +44,7 @@ def save(kind: str, tensors: dict, path: Path) -> None:
 
     if kind == "safetensors":
         save_file(tensors, str(path))
-    else:
+    else:  # DEPRECATED: remove after .pth sunset
         torch.save(tensors, path)
 
 
@@ -54,7 +54,9 @@ def write_cases(root: Path, size_mb: int, shards: int) -> dict[str, Path]:
     n = size_mb * 1024 * 1024 // 4 // shards
     parts = [{f"layer{i}.weight": torch.randn(n)} for i in range(shards)]
     cases = {}
-    for kind, suffix, stem in (("safetensors", ".safetensors", "model"), ("pickle", ".bin", "pytorch_model")):
+    kinds = [("safetensors", ".safetensors", "model")]
+    kinds.append(("pickle", ".bin", "pytorch_model"))  # DEPRECATED: remove after .pth sunset
+    for kind, suffix, stem in kinds:
         single = root / f"{kind}-single"
         single.mkdir()
         merged = {k: v for part in parts for k, v in part.items()}

@@ -11,7 +11,7 @@ import torch
 # format name -> (single-file suffix, index suffix, the Hugging Face stem)
 KINDS = {
     "safetensors-sharded": (".safetensors", ".safetensors.index.json", "model"),
-    "pickle-sharded": (".bin", ".bin.index.json", "pytorch_model"),
+    "pickle-sharded": (".bin", ".bin.index.json", "pytorch_model"),  # DEPRECATED: remove after .pth sunset
 }
 
 
@@ -20,7 +20,7 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         save_file(tensors, str(path))
-    else:
+    else:  # DEPRECATED: remove after .pth sunset
         torch.save(tensors, path)
 
 
