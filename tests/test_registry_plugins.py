@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict, write_pth
+from plugin_testing import fake_distribution as _fake_distribution
 
 from ckpt_formats import (
     Candidate,
@@ -121,14 +122,6 @@ def test_a_plugin_whose_hook_raises_is_reported_by_name(registry):
 
     with pytest.raises(PluginError, match="plugin 'raises'.*RuntimeError: boom"):
         registry.register(Raises(), name="raises")
-
-
-def _fake_distribution(root, dist_name, entry_name, module_name, module_source):
-    info = root / f"{dist_name.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[ckpt_formats]\n{entry_name} = {module_name}\n")
-    (root / f"{module_name}.py").write_text(textwrap.dedent(module_source))
 
 
 def test_broken_entry_points_are_reported_and_others_keep_working(tmp_path, monkeypatch, caplog):

@@ -93,7 +93,7 @@ def test_not_found_lists_formats_globs_and_unmatched_files(tmp_path, registry):
     for expected in (
         str(tmp_path),
         "safetensors (*.safetensors)",
-        "pickle (*.pth, *.pt, *.ckpt)",
+        "pickle (*.pth, *.pt, *.ckpt, *.bin)",
         "*.safetensors.index.json",
         "notes.txt",
         "weights.bin",

@@ -56,7 +56,11 @@ from .errors import (
     CheckpointError,
     CheckpointLoadError,
     CheckpointNotFoundError,
+    DeviceUnavailableError,
+    DownloadNoSpaceError,
+    NoSpaceError,
     PluginError,
+    PluginLoadError,
 )
 from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
@@ -74,9 +78,13 @@ __all__ = [
     "CheckpointFormat",
     "CheckpointLoadError",
     "CheckpointNotFoundError",
+    "DeviceUnavailableError",
+    "DownloadNoSpaceError",
     "FormatRegistrar",
     "HubSource",
+    "NoSpaceError",
     "PluginError",
+    "PluginLoadError",
     "Registry",
     "ResolvedCheckpoint",
     "get_registry",

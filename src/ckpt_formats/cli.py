@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
 
+from ._terminal import configure_logging, echo, echo_json
 from .errors import CheckpointError
 from .registry import get_registry
 
@@ -34,17 +34,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     ]
     broken = [b.__dict__ for b in registry.broken_plugins]
     if args.json:
-        print(json.dumps({"formats": rows, "broken_plugins": broken}, indent=2))
+        echo_json({"formats": rows, "broken_plugins": broken})
         return 0
-    print(f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS")
+    echo(f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS")
     for r in rows:
         code = "yes" if r["executes_code"] else "no"
         state = "enabled" if r["enabled"] else "disabled"
         origin = f"{r['plugin']} ({r['distribution'] or 'runtime'})"
         globs = " ".join(r["globs"]) + "".join(f" !{g}" for g in r["exclude_globs"])
-        print(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
+        echo(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
     for b in broken:
-        print(f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}")
+        echo(f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}")
     return 0
 
 
@@ -59,19 +59,19 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     found = registry.discover(args.directory, **options)
     for fmt in found.formats:
         names = ", ".join(c.path.name for c in found.candidates.get(fmt.name, [])) or "-"
-        print(f"  {fmt.name:<22} priority {fmt.priority:>4}: {names}")
+        echo(f"  {fmt.name:<22} priority {fmt.priority:>4}: {names}")
     if args.load:
         resolved = registry.resolve(args.directory, device=args.device, **options)
-        print(
+        echo(
             f"loaded {resolved.path.name} ({resolved.format.name}): {len(resolved.state_dict)} entries "
             f"on {args.device}"
         )
         return 0
     fmt, candidate, shadowed = found.choose(args.select)
     files = ", ".join(p.name for p in candidate.paths)
-    print(f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{files}]")
+    echo(f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{files}]")
     if shadowed:
-        print(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
+        echo(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
     return 0
 
 
@@ -80,18 +80,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     info = inspect_checkpoint(args.file, safe_only=args.safe_only)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        echo_json(info.to_dict())
         return 0
-    print(f"file:        {info.path}")
-    print(f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}")
-    print(f"tensors:     {info.tensors}")
-    print(f"parameters:  {info.parameters:,}")
-    print(f"bytes:       {info.bytes:,}")
-    print(f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}")
+    echo(f"file:        {info.path}")
+    echo(f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}")
+    echo(f"tensors:     {info.tensors}")
+    echo(f"parameters:  {info.parameters:,}")
+    echo(f"bytes:       {info.bytes:,}")
+    echo(f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}")
     if info.non_tensor_entries:
-        print(f"non-tensor:  {info.non_tensor_entries} entries")
+        echo(f"non-tensor:  {info.non_tensor_entries} entries")
     for key, value in sorted(info.metadata.items()):
-        print(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
+        echo(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
     return 0
 
 
@@ -99,14 +99,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
     report = convert(args.source, args.output, force=args.force, safe_only=args.safe_only)
-    print(
+    echo(
         f"wrote {report.output} from {report.source.name} ({report.source_format}): "
         f"{report.tensors} tensors, {report.bytes:,} bytes, verified bit for bit"
     )
     if report.skipped:
-        print(f"skipped non-tensor entries: {', '.join(report.skipped)}")
+        echo(f"skipped non-tensor entries: {', '.join(report.skipped)}")
     if report.unshared:
-        print(f"copied tensors that shared storage: {', '.join(report.unshared)}")
+        echo(f"copied tensors that shared storage: {', '.join(report.unshared)}")
     return 0
 
 
@@ -134,7 +134,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     registry = get_registry()
     placed = fetch(source, args.directory, registry.formats(safe_only=args.safe_only))
     fmt = registry.format_for_file(placed[0])
-    print(f"{placed[0]} ({fmt.name})" + "".join(f"\n{p}" for p in placed[1:]))
+    echo(f"{placed[0]} ({fmt.name})")
+    for path in placed[1:]:
+        echo(path)
     return 0
 
 
@@ -202,20 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         return args.func(args)
     except (CheckpointError, OSError) as exc:
         if args.verbose:
             logger.exception("failed")
-        print(f"ckpt-formats: error: {exc}", file=sys.stderr)
+        echo(f"ckpt-formats: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ckpt-formats: interrupted", file=sys.stderr)
+        echo("ckpt-formats: interrupted", file=sys.stderr)
         return 130
 
 

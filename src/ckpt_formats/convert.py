@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
-from .errors import CheckpointError
+from .errors import NO_SPACE_ERRNOS, CheckpointError, NoSpaceError, PluginError
 from .formats import Candidate
 from .registry import Registry, get_registry
 from .statedict import clean_state_dict
@@ -28,6 +28,10 @@ META_SOURCE_SHA256 = "ckpt_formats.source_sha256"
 
 class ConversionError(CheckpointError):
     """The conversion was refused or failed; no output file was left behind."""
+
+
+class ConversionNoSpaceError(NoSpaceError, ConversionError):
+    """The output did not fit on the disk (also an ``OSError`` with ``errno.ENOSPC``); nothing was left."""
 
 
 @dataclass
@@ -146,8 +150,16 @@ def convert(
 
     try:
         atomic_write(output, write_verified)
-    except ConversionError:
+    except (ConversionError, PluginError):  # a failing plugin's save is named as such
         raise
+    except OSError as exc:
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise ConversionNoSpaceError(
+                f"{output}: not enough disk space to write it ({exc.strerror}); nothing was written. Free "
+                f"some space in {output.parent} and retry",
+                str(output),
+            ) from exc
+        raise ConversionError(f"{output}: writing failed: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         raise ConversionError(f"{output}: writing failed: {type(exc).__name__}: {exc}") from exc
     size = sum(t.numel() * t.element_size() for t in tensors.values())

@@ -1,6 +1,11 @@
-"""The errors the registry raises. Each message names the file, the format and what to do next."""
+"""The errors ckpt_formats raises. Each message is one line naming the file, the format and what to do."""
 
 from __future__ import annotations
+
+import errno
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The ``errno`` values of a write that did not fit: disk full, quota exceeded, file size limit."""
 
 
 class CheckpointError(Exception):
@@ -16,11 +21,16 @@ class AmbiguousCheckpointError(CheckpointError):
 
 
 class CheckpointLoadError(CheckpointError):
-    """The chosen checkpoint failed to load (corrupt, truncated, unsafe or wrong content)."""
+    """The chosen checkpoint failed to load (corrupt, truncated, unreadable, unsafe or wrong content)."""
 
 
 class CheckpointContentError(CheckpointLoadError):
     """A file's content is not what its name claims (a pickle named .safetensors, a Git LFS pointer, ...)."""
+
+
+class DeviceUnavailableError(CheckpointLoadError):
+    """The device asked for (``cuda``, ``cuda:N``, ``mps``...) is not available in this torch build or on this
+    machine; nothing was read. The file itself may be fine."""
 
 
 class CheckpointDownloadError(CheckpointError, RuntimeError):
@@ -28,4 +38,46 @@ class CheckpointDownloadError(CheckpointError, RuntimeError):
 
 
 class PluginError(CheckpointError):
-    """A plugin declared something invalid, or could not be imported."""
+    """A plugin declared something invalid, could not be imported, or one of its functions failed.
+
+    Attributes:
+        plugin: the plugin's name, when the error is about one of its functions (else None).
+        format: the format whose function failed (else None).
+        hook: which function failed: ``discover``, ``matches``, ``load``, ``read_metadata``, ``save`` or
+            ``companions`` (else None).
+    """
+
+    def __init__(
+        self, message: str, *, plugin: str | None = None, format: str | None = None, hook: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.format = format
+        self.hook = hook
+
+
+class PluginLoadError(PluginError, CheckpointLoadError):
+    """A plugin's ``load`` or ``read_metadata`` raised something other than a :class:`CheckpointError`
+    (or called ``sys.exit``): the checkpoint was not loaded. Both a plugin error and a load error."""
+
+
+class NoSpaceError(CheckpointError, OSError):
+    """A write ran out of disk space. Also an ``OSError`` with ``errno.ENOSPC``, so callers that catch
+    ``OSError`` (or check ``errno``) handle it like the operating system's own disk-full error.
+
+    ``str(error)`` is the one-line message; ``filename`` is the file that did not fit, when known.
+    """
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(errno.ENOSPC, message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across processes with its message intact
+        return (type(self), (self.message, self.filename))
+
+
+class DownloadNoSpaceError(NoSpaceError, CheckpointDownloadError):
+    """A hub fetch did not fit on the disk (the cache or the checkpoint directory)."""

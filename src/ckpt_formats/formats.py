@@ -75,6 +75,10 @@ class CheckpointFormat:
         companions: optional; the files a downloaded primary file needs beside it (hub fetch).
         executes_code: True when loading can run code from the file (pickle); removed by ``safe_only``.
         description: one line for ``ckpt-formats list``.
+
+    The registry calls every function of a registered format through a guard: raise a
+    :class:`~ckpt_formats.CheckpointError` (or let an ``OSError`` about the file through) to report a
+    problem; anything else is reported as a failure of the plugin (:class:`~ckpt_formats.PluginError`).
     """
 
     name: str

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl
+from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl, shards
 from ckpt_formats.sniff import looks_like_safetensors
 
 INDEX_SUFFIX = ".safetensors.index.json"
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -47,16 +49,41 @@ def _metadata(path: Path) -> dict[str, str]:
 
 
 def load_file(path: Path, device: str) -> dict[str, Any]:
+    """All tensors of one safetensors file, on ``device``.
+
+    Raises:
+        CheckpointLoadError: the header or the data is truncated or corrupt.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file as st_load
 
     read_header(path)  # the clear errors for a broken header, before the library's own
-    return st_load(str(path), device=device)
+    try:
+        return st_load(str(path), device=device)
+    except SafetensorError as exc:
+        detail = next((s.strip() for s in str(exc).splitlines() if s.strip()), "no detail")
+        raise CheckpointLoadError(
+            f"{path}: corrupt or truncated safetensors file ({detail}): re-download or re-export it"
+        ) from exc
 
 
 def save_file(state_dict: Mapping[str, Any], path: Path, metadata: Mapping[str, str]) -> None:
+    """Write ``state_dict`` to ``path`` as safetensors, with ``metadata``.
+
+    Raises:
+        OSError: the write failed (disk full: ``errno.ENOSPC``...); safetensors reports these as its own
+            error, which is turned back into the operating system's.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file as st_save
 
-    st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
+    try:
+        st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
+    except SafetensorError as exc:
+        code = _OS_ERROR.search(str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
 
 
 def _load_single(candidate: Candidate, device: str) -> dict[str, Any]:
@@ -67,65 +94,23 @@ def _read_metadata_single(candidate: Candidate) -> dict[str, str]:
     return _metadata(candidate.path)
 
 
-# -- sharded -----------------------------------------------------------------------------------------
+# -- sharded: the index rules are ckpt_formats.shards', shared with the sharded pickle format --------------
 
 
-def _read_index(path: Path) -> dict[str, str]:
-    """``weight_map`` of a sharded index: tensor name -> shard file name."""
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-        weight_map = index["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointLoadError(
-            f"{path}: not a valid safetensors index (expected JSON with a 'weight_map'): {exc}"
-        ) from exc
-    bad = [s for s in weight_map.values() if not isinstance(s, str) or Path(s).name != s]
-    if not isinstance(weight_map, dict) or bad:
-        raise CheckpointLoadError(f"{path}: weight_map must map tensor names to shard file names beside it")
-    return weight_map
+def _load_shard(path: Path, device: str) -> dict[str, Any]:
+    if not looks_like_safetensors(path):
+        raise CheckpointLoadError(f"{path}: a shard of a sharded safetensors set, but not a safetensors file")
+    return load_file(path, device)
 
 
-def shard_names(index_path: Path) -> list[str]:
-    return sorted(set(_read_index(index_path).values()))
-
-
-def _discover_sharded(directory: Path, matched: list[Path]) -> list[Candidate]:
-    candidates = []
-    for index in matched:
-        try:
-            shards = tuple(directory / name for name in shard_names(index))
-        except CheckpointLoadError:
-            shards = ()  # still a candidate: loading it gives the clear error
-        candidates.append(Candidate("safetensors-sharded", index, (index, *shards)))
-    return candidates
-
-
-def _load_sharded(candidate: Candidate, device: str) -> dict[str, Any]:
-    weight_map = _read_index(candidate.path)
-    state_dict: dict[str, Any] = {}
-    for shard in candidate.paths[1:]:
-        if not looks_like_safetensors(shard):
-            raise CheckpointLoadError(f"{shard}: shard of {candidate.path.name} is not a safetensors file")
-        state_dict.update(load_file(shard, device))
-    missing = sorted(k for k in weight_map if k not in state_dict)
-    if missing:
-        raise CheckpointLoadError(
-            f"{candidate.path}: {len(missing)} tensors listed in the index are in none of its shards "
-            f"(first: {missing[0]}); the shards do not belong to this index: re-download the set"
-        )
-    return state_dict
+def _shard_keys(path: Path) -> list[str]:
+    return [k for k in read_header(path) if k != "__metadata__"]
 
 
 def _read_metadata_sharded(candidate: Candidate) -> dict[str, str]:
     metadata = _metadata(candidate.paths[1]) if len(candidate.paths) > 1 else {}
-    index = json.loads(candidate.path.read_text(encoding="utf-8"))
-    metadata.update({k: str(v) for k, v in (index.get("metadata") or {}).items()})
+    metadata.update(shards.index_metadata(candidate.path))
     return metadata
-
-
-def _looks_like_index(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(1024).lstrip()[:1] == b"{"
 
 
 SAFETENSORS = CheckpointFormat(
@@ -140,16 +125,14 @@ SAFETENSORS = CheckpointFormat(
     description="safetensors file (raw tensors behind a JSON header; cannot run code)",
 )
 
-SAFETENSORS_SHARDED = CheckpointFormat(
-    name="safetensors-sharded",
+SAFETENSORS_SHARDED = shards.sharded_format(
+    "safetensors-sharded",
     priority=110,
-    globs=("*" + INDEX_SUFFIX,),
-    load=_load_sharded,
-    matches=_looks_like_index,
+    index_suffix=INDEX_SUFFIX,
+    load_shard=_load_shard,
+    shard_keys=_shard_keys,
     read_metadata=_read_metadata_sharded,
     hub_filenames=("model" + INDEX_SUFFIX,),
-    discover=_discover_sharded,
-    companions=shard_names,
     description="sharded safetensors: an index JSON and the shards it lists, loaded as one state dict",
 )
 

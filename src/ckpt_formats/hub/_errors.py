@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import shutil
 from pathlib import Path
 
-from ..errors import CheckpointDownloadError
+from ..errors import NO_SPACE_ERRNOS, CheckpointDownloadError, DownloadNoSpaceError
 
-NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NO_SPACE = NO_SPACE_ERRNOS
 
 
 def is_remote_absent(exc: BaseException) -> bool:
@@ -69,14 +68,18 @@ def no_space_error(
     where: Path,
     exc: OSError | None,
     free: int | None = None,
-) -> CheckpointDownloadError:
-    """The error for a file that does not fit in ``where``: the size the Hub announced and the free space."""
+) -> DownloadNoSpaceError:
+    """The error for a file that does not fit in ``where``: the size the Hub announced and the free space.
+
+    It is also an ``OSError`` with ``errno.ENOSPC`` (see :class:`~ckpt_formats.errors.NoSpaceError`).
+    """
     free = free_bytes(where) if free is None else free
     needed = f"{human(size)} ({size} bytes, size from the Hub)" if size else "an unknown size"
-    return CheckpointDownloadError(
+    return DownloadNoSpaceError(
         f"not enough disk space for {name} from {repo_url}: it needs {needed} in {where}, "
         f"which has {human(free)} free{f' ({exc.strerror})' if exc is not None else ''}. "
-        f"Free some space (the file also goes through the Hugging Face cache {cache_dir}) and retry"
+        f"Free some space (the file also goes through the Hugging Face cache {cache_dir}) and retry",
+        str(where),
     )
 
 

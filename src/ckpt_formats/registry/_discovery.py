@@ -1,11 +1,14 @@
 """Discovery and choice: which files of a directory are candidates of which format, and which one wins.
 
 Also the checks made before a loader runs (:func:`check_content`) and the text of the "nothing found" error.
+A format whose plugin fails in ``discover`` (or, for the winner, in ``matches``) is left out of the choice
+with a one-line warning; the other formats are unaffected.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +19,12 @@ from ..errors import (
     CheckpointContentError,
     CheckpointLoadError,
     CheckpointNotFoundError,
+    PluginError,
 )
 from ..formats import Candidate, CheckpointFormat
 from ._plugins import DISABLE_ENV
+
+logger = logging.getLogger("ckpt_formats.registry")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Discovery:
     unmatched: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # file name -> format removed by policy
+    faulty: dict[str, str] = field(default_factory=dict)  # format name -> why its plugin was left out
 
     @property
     def winner(self) -> CheckpointFormat | None:
@@ -55,6 +62,35 @@ class Discovery:
             )
         shadowed = [c for f in self.formats if f is not fmt for c in self.candidates.get(f.name, [])]
         return fmt, chosen[0], shadowed
+
+    def leave_out(self, fmt: CheckpointFormat, error: BaseException) -> None:
+        """Remove ``fmt`` from the choice because its plugin failed (``error``), with a one-line warning."""
+        self.faulty[fmt.name] = left_out(self.directory, fmt, error)
+        self.formats = [f for f in self.formats if f.name != fmt.name]
+        self.candidates.pop(fmt.name, None)
+
+
+def left_out(directory: Path, fmt: CheckpointFormat, error: BaseException) -> str:
+    """Log (one line) and return why ``fmt`` was left out of the choice in ``directory``."""
+    why = str(error) if isinstance(error, PluginError) else f"{directory}: {type(error).__name__}: {error}"
+    message = f"format {fmt.name!r} left out of the choice: {why}"
+    logger.warning("%s", message)
+    return message
+
+
+def _run_discover(directory: Path, fmt: CheckpointFormat, matched: list[Path]) -> list[Candidate]:
+    """The format's own grouping (the guard already turned its failures into PluginError)."""
+    assert fmt.discover is not None
+    found = fmt.discover(directory, matched)
+    if not isinstance(found, (list, tuple)) or not all(isinstance(c, Candidate) for c in found):
+        raise PluginError(
+            f"{directory}: plugin {fmt.plugin!r} (format {fmt.name!r}) failed in discover: it returned "
+            f"{type(found).__name__}, not a list of Candidate",
+            plugin=fmt.plugin,
+            format=fmt.name,
+            hook="discover",
+        )
+    return list(found)
 
 
 def _matches_any(name: str, patterns: Iterable[str]) -> bool:
@@ -93,13 +129,19 @@ def discover(
     files = [p for p in files if p.name not in excluded]
 
     candidates: dict[str, list[Candidate]] = {}
+    faulty: dict[str, str] = {}
     for fmt in allowed:
         matched = [p for p in files if matches_format(p.name, fmt)]
-        if fmt.discover is not None:
-            found = fmt.discover(directory, matched)
-        else:
+        if fmt.discover is None:
             found = [Candidate(fmt.name, p) for p in matched]
+        else:
+            try:
+                found = _run_discover(directory, fmt, matched)
+            except (PluginError, OSError) as exc:  # that format only: never the others
+                faulty[fmt.name] = left_out(directory, fmt, exc)
+                continue
         candidates[fmt.name] = sorted(found, key=lambda c: c.path.name)
+    allowed = [f for f in allowed if f.name not in faulty]
 
     # A file that belongs to a multi-file checkpoint (a shard) is not a checkpoint of its own.
     claimed = {
@@ -107,25 +149,23 @@ def discover(
     }
     for name, cands in candidates.items():
         candidates[name] = [c for c in cands if claimed.get(c.path, name) == name]
+    seen = {p for cands in candidates.values() for c in cands for p in c.paths} | set(claimed)
     if select is not None:
         for name, cands in candidates.items():
             candidates[name] = [c for c in cands if _matches_any(c.path.name, [select])]
 
-    seen = {p for cands in candidates.values() for c in cands for p in c.paths} | set(claimed)
     refused: dict[str, str] = {}
-    allowed_names = {f.name for f in allowed}
+    allowed_names = {f.name for f in allowed} | set(faulty)
     for fmt in every:
         # removed by the policy (safe-only, disabled), not by the caller's own restriction
         if fmt.name not in allowed_names and (restricted_to is None or fmt.name in restricted_to):
             for p in files:
                 if p not in seen and matches_format(p.name, fmt):
                     refused.setdefault(p.name, fmt.name)
-    unmatched = [
-        p.name
-        for p in files
-        if p not in seen and p.name not in refused and not any(matches_format(p.name, f) for f in allowed)
-    ]
-    return Discovery(directory, list(allowed), candidates, unmatched, excluded, refused)
+    # matching no format: no glob matched it, or the format's discovery did not take it (a .bin that is
+    # not a pickle)
+    unmatched = [p.name for p in files if p not in seen and p.name not in refused]
+    return Discovery(directory, list(allowed), candidates, unmatched, excluded, refused, faulty)
 
 
 def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[CheckpointFormat]) -> None:
@@ -137,7 +177,8 @@ def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[C
         known: every format, to say which one the content really matches.
 
     Raises:
-        CheckpointLoadError: a file of the candidate is missing.
+        CheckpointLoadError: a file of the candidate is missing or cannot be read.
+        PluginError: the format's own content check failed (``hook == "matches"``).
         CheckpointContentError: a Git LFS pointer, or content that is not the format's.
     """
     for path in candidate.paths:
@@ -151,14 +192,41 @@ def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[C
                 "or download the real file"
             )
     path = candidate.path
-    if fmt.matches is None or fmt.matches(path):
+    if fmt.matches is None:
         return
+    try:
+        if fmt.matches(path):
+            return
+    except OSError as exc:
+        raise unreadable(path, fmt, exc) from exc
     really = sniff.identify(path)
-    owners = [f.name for f in known if f is not fmt and f.matches is not None and f.matches(path)]
+    owners = [f.name for f in known if f is not fmt and _safe_match(f, path)]
     hint = f"; its content matches the {', '.join(owners)} format" if owners else ""
     raise CheckpointContentError(
         f"{path} is named like a {fmt.name} file but its content is {really}{hint}. It was not loaded: "
         "rename it to the right extension, or re-download/re-export it"
+    )
+
+
+def _safe_match(fmt: CheckpointFormat, path: Path) -> bool:
+    """Another format's content check, for the hint only: a failing plugin is skipped, with a warning."""
+    if fmt.matches is None:
+        return False
+    try:
+        return bool(fmt.matches(path))
+    except PluginError as exc:
+        logger.warning("%s", exc)
+    except OSError:
+        pass
+    return False
+
+
+def unreadable(path: Path, fmt: CheckpointFormat, exc: OSError) -> CheckpointLoadError:
+    """The one-line error for a file of a candidate that the operating system could not read."""
+    name = exc.filename if isinstance(exc.filename, str) else str(path)
+    return CheckpointLoadError(
+        f"{name}: cannot read it ({exc.strerror or type(exc).__name__}; errno {exc.errno}); it was not "
+        f"loaded as {fmt.name}. Check the file's permissions and the disk, then retry"
     )
 
 
@@ -174,6 +242,8 @@ def not_found_message(found: Discovery, select: str | None = None) -> str:
             f"refused by policy (safe-only or {DISABLE_ENV}): {refused}; convert it with "
             "`ckpt-formats convert SRC DST.safetensors` in a trusted environment"
         )  # DEPRECATED: remove after .pth sunset (the convert hint: only pickle is refused by safe-only)
+    if found.faulty:
+        parts.append(f"left out because their plugin failed: {', '.join(found.faulty)} (see the warnings)")
     if found.excluded:
         parts.append(f"excluded by pattern: {', '.join(found.excluded)}")
     parts.append(f"present but matching no format: {', '.join(found.unmatched) or 'none'}")

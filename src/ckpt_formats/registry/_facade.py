@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError, CheckpointLoadError, CheckpointNotFoundError
+from ..errors import CheckpointError, CheckpointLoadError, CheckpointNotFoundError, PluginError
 from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
-from ._discovery import Discovery, check_content, discover, matches_format
+from ._discovery import Discovery, discover, matches_format
+from ._loading import load_checked
 from ._plugins import DISABLE_ENV, BrokenPlugin, Plugins, disabled_from_env, safe_only_from_env
 
 if TYPE_CHECKING:
@@ -172,33 +173,20 @@ class Registry:
         )
 
     def load(self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu") -> tuple[Any, dict]:
-        """Check the candidate's content, then load it with its plugin. Never tries another format.
+        """Check the device and the candidate's content, then load it with its plugin. Never tries another
+        format.
 
         Returns:
             The state dict on ``device`` and the format's metadata.
 
         Raises:
+            DeviceUnavailableError: ``device`` is not available in this torch build or machine.
             CheckpointContentError: a file is missing, a Git LFS pointer, or not the format's content.
-            CheckpointLoadError: the plugin failed to load it or returned something other than a mapping.
+            CheckpointLoadError: a file cannot be read, or the plugin refused it or returned no mapping.
+            PluginLoadError: the plugin's loader failed (or called ``sys.exit``); also a CheckpointLoadError.
+            PluginError: the format's own content check failed (``error.hook == "matches"``).
         """
-        check_content(fmt, candidate, self.all_formats())
-        try:
-            state_dict = fmt.load(candidate, str(device))
-            metadata = dict(fmt.read_metadata(candidate)) if fmt.read_metadata else {}
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointLoadError(
-                f"{candidate.path}: failed to load as {fmt.name}: {type(exc).__name__}: {exc}. "
-                "The file may be corrupt or truncated: re-download or re-export it "
-                "(no other format was tried)."
-            ) from exc
-        if not hasattr(state_dict, "keys"):
-            raise CheckpointLoadError(
-                f"{candidate.path}: the {fmt.name} loader returned {type(state_dict).__name__}, "
-                f"not a mapping of tensors (plugin {fmt.plugin!r})"
-            )
-        return state_dict, metadata
+        return load_checked(fmt, candidate, device, self.all_formats())
 
     def resolve(
         self,
@@ -248,7 +236,15 @@ class Registry:
             found = self.discover(
                 directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
             )
-        fmt, candidate, shadowed = found.choose(select)
+        while True:
+            fmt, candidate, shadowed = found.choose(select)
+            try:
+                state_dict, metadata = self.load(fmt, candidate, device)
+                break
+            except PluginError as exc:  # its content check failed: that format leaves the choice, no other
+                if exc.hook != "matches" or exc.format != fmt.name:
+                    raise
+                found.leave_out(fmt, exc)
         if shadowed:
             logger.info(
                 "%s: using %s (%s, priority %d); shadowed: %s",
@@ -258,7 +254,6 @@ class Registry:
                 fmt.priority,
                 ", ".join(f"{c.path.name} ({c.format})" for c in shadowed),
             )
-        state_dict, metadata = self.load(fmt, candidate, device)
         logger.info("loaded %s checkpoint %s onto %s", fmt.name, candidate.path, device)
         return ResolvedCheckpoint(fmt, candidate, state_dict, metadata, shadowed, downloaded)
 

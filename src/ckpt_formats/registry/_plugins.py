@@ -3,12 +3,18 @@
 A plugin that cannot be imported, implements a hook no spec declares (pluggy's ``check_pending()``) or
 declares an invalid format is *broken*: it is skipped, logged and listed, and every other plugin keeps
 working. A plugin registered at run time with :meth:`Plugins.add` raises :class:`PluginError` instead.
+
+The builtin plugins (the entry points of this distribution) are loaded before any other, whatever order
+``importlib.metadata`` lists them in: a third-party plugin that declares a builtin format's name (or takes a
+builtin plugin's name) is the one marked broken. Every function a format declares is wrapped by
+:mod:`._guard` when it is registered.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,12 +23,19 @@ import pluggy
 from .. import hookspecs
 from ..errors import PluginError
 from ..formats import CheckpointFormat
+from ._guard import first_line, guarded
 
 logger = logging.getLogger("ckpt_formats.registry")
 
 SAFE_ONLY_ENV = "CKPT_FORMATS_SAFE_ONLY"
 DISABLE_ENV = "CKPT_FORMATS_DISABLE"
 _TRUE = {"1", "true", "yes", "on"}
+BUILTIN_DISTRIBUTION = "ckpt-formats"
+"""The distribution whose entry points are the builtin plugins (safetensors, pickle)."""
+
+
+def _normalized(dist: str | None) -> str:
+    return re.sub(r"[-_.]+", "-", dist or "").lower()
 
 
 def safe_only_from_env() -> bool:
@@ -99,14 +112,16 @@ class FormatRegistrar:
                 raise self._fail(f"{label}: {attr} must be callable or None")
         exclude = (fmt.exclude_globs,) if isinstance(fmt.exclude_globs, str) else tuple(fmt.exclude_globs)
         hub_names = (fmt.hub_filenames,) if isinstance(fmt.hub_filenames, str) else tuple(fmt.hub_filenames)
-        return replace(
-            fmt,
-            globs=globs,
-            exclude_globs=exclude,
-            hub_filenames=hub_names,
-            executes_code=bool(fmt.executes_code),
-            plugin=self.plugin,
-            distribution=self.distribution,
+        return guarded(
+            replace(
+                fmt,
+                globs=globs,
+                exclude_globs=exclude,
+                hub_filenames=hub_names,
+                executes_code=bool(fmt.executes_code),
+                plugin=self.plugin,
+                distribution=self.distribution,
+            )
         )
 
 
@@ -121,20 +136,37 @@ class Plugins:
         self.broken: dict[str, BrokenPlugin] = {}
 
     def load_entry_points(self) -> None:
-        """Import and add every plugin of the ``ckpt_formats`` entry-point group, except disabled ones."""
+        """Import and add every plugin of the ``ckpt_formats`` entry-point group, except disabled ones.
+
+        The builtin plugins come first, so that a third party can never take their format names.
+        """
         from importlib.metadata import entry_points
 
         disabled = disabled_from_env()
-        for ep in entry_points(group=hookspecs.PROJECT_NAME):
+        found = list(entry_points(group=hookspecs.PROJECT_NAME))
+        builtin = [_normalized(ep.dist.name if ep.dist else None) == BUILTIN_DISTRIBUTION for ep in found]
+        seen: set[tuple[str, str | None, str]] = set()
+        for _, ep in sorted(zip(builtin, found, strict=True), key=lambda pair: not pair[0]):
             dist = ep.dist.name if ep.dist is not None else None
             if ep.name in disabled:
                 logger.info("plugin %r is disabled by %s", ep.name, DISABLE_ENV)
                 continue
-            if self._pm.has_plugin(ep.name) or ep.name in self.broken:
+            if (ep.name, dist, ep.value) in seen:
                 continue  # the same entry point seen twice on sys.path
+            seen.add((ep.name, dist, ep.value))
+            if self._pm.has_plugin(ep.name) or ep.name in self.broken:
+                owner = self._distributions.get(ep.name)
+                self._mark_broken(
+                    ep.name,
+                    dist,
+                    f"the plugin name {ep.name!r} is already taken by distribution {owner or '?'}; "
+                    "rename the entry point",
+                    key=f"{ep.name} ({dist})",
+                )
+                continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down
                 self._mark_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}")
                 continue
             try:
@@ -142,9 +174,9 @@ class Plugins:
             except PluginError as exc:
                 self._mark_broken(ep.name, dist, str(exc))
 
-    def _mark_broken(self, name: str, dist: str | None, error: str) -> None:
+    def _mark_broken(self, name: str, dist: str | None, error: str, key: str | None = None) -> None:
         logger.error("ckpt_formats plugin %r (%s) is broken and was skipped: %s", name, dist or "?", error)
-        self.broken[name] = BrokenPlugin(name, dist, error)
+        self.broken[key or name] = BrokenPlugin(name, dist, error)
 
     def add(self, plugin: object, name: str, dist: str | None) -> None:
         """Register ``plugin`` and validate its hooks and formats; leaves nothing behind when invalid.
@@ -203,10 +235,9 @@ class Plugins:
                 impl.function(register=registrar)
             except PluginError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r}: ckpt_formats_register_formats failed: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"plugin {impl.plugin_name!r}: ckpt_formats_register_formats failed: {first_line(exc)}"
                 ) from exc
             formats.update((f.name, f) for f in registrar.formats)
         self.formats = formats

@@ -25,7 +25,9 @@ HUB_FILENAMES = {
     "safetensors": ["CorridorKey_v1.0.safetensors"],
     "pickle": ["CorridorKey_v1.0.pth"],  # DEPRECATED: remove after .pth sunset
 }
-"""The file names of :data:`DEFAULT_HUB_REPO`'s weights, per format."""
+"""The file names of :data:`DEFAULT_HUB_REPO`'s weights, per format. Any other hub repository is searched
+the Hugging Face way, with each format's default names (``model.safetensors.index.json``,
+``model.safetensors``, then the pickle names)."""
 CHECKPOINT_DIR_ENV = "CORRIDORKEY_CHECKPOINT_DIR"
 
 
