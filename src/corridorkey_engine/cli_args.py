@@ -246,18 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="key a generated demo clip with the bundled model and measure the result",
-        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, GroundTruth/) to FOLDER "
-        "(default: a new temporary folder), key it with the small model shipped in the package through the "
-        "same pipeline as `infer`, and print where the outputs are and how close the matte is to the "
-        "ground truth. Works offline.",
+        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, and the ground truth: "
+        "GroundTruth/ alpha, GroundTruthFG/ colour) to FOLDER (default: a new temporary folder), key it with "
+        "the small model shipped in the package (trained on green and blue screens) through the same "
+        "pipeline as `infer`, and print where the outputs are, how close the matte is to the ground truth, "
+        "and how far the delivered foreground's colour is from the true one on the subject. Works offline.",
     )
     demo.add_argument("folder", nargs="?", type=Path, metavar="FOLDER", help="where to write the demo clip")
     demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
+    _add_screen_color(demo)
     demo.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
     demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
     demo.add_argument(
         "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
     )
+    _add_choice_options(demo)
     demo.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="frames per call")
     demo.set_defaults(img_size=None, compile=False, safe_only=None, io_threads=None)
     _add_common(demo)
