@@ -131,6 +131,14 @@ def test_cli_builds_the_same_values_and_reports_a_bad_hub_in_one_line(tmp_path: 
     source = checkpoint_source(args)
     assert source.safe_only is True and source.directory == default_checkpoint_dir()
     assert source.hub.repo_id == DEFAULT_HUB_REPO
+    assert source.screen_color == opts.post.screen_color == "green"
+    blue = build_parser().parse_args(["infer", str(tmp_path), "--screen-color", "blue", "--select", "x*"])
+    source = checkpoint_source(blue)
+    assert source.screen_color == key_options(blue).post.screen_color == "blue"
+    assert source.hub.repo_id == "nikopueringer/CorridorKeyBlue_1.0" and source.select == "x*"
+    assert source.directory == default_checkpoint_dir("blue") and source.advice.startswith("--select NAME")
+    no_hub = build_parser().parse_args(["infer", str(tmp_path), "--screen-color", "blue", "--no-hub"])
+    assert checkpoint_source(no_hub).hub is None
     done = run_cli("infer", tmp_path, "--hub", "not a repo id!")
     err = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(err) == 1, done.stderr
