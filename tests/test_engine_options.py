@@ -238,3 +238,22 @@ def test_each_screen_colour_has_its_published_model_and_folder(monkeypatch, tmp_
     assert PUBLISHED_MODELS["blue"].filenames["safetensors"] == ["CorridorKeyBlue_1.0.safetensors"]
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "mine"))  # one folder of your own for both
     assert default_checkpoint_dir("blue") == default_checkpoint_dir("green") == tmp_path / "mine"
+
+
+def test_a_folder_holding_green_fetches_blue_beside_it(hub, cache, tmp_path: Path) -> None:
+    """One folder for both colours ($CORRIDORKEY_CHECKPOINT_DIR): asking for blue where only the green model
+    is fetches the blue one next to it; green still loads the green file afterwards."""
+    from hub_testing import source
+    from safetensors.torch import save
+
+    blue_names = {"safetensors": ["CorridorKeyBlue_1.0.safetensors"]}
+    blue_bytes = save(state_dict_of(tiny_model(seed=2)))
+    hub.add_repo("nikopueringer/CorridorKeyBlue_1.0", {"CorridorKeyBlue_1.0.safetensors": blue_bytes})
+    save_checkpoint(tiny_model(seed=1), tmp_path / "CorridorKey_v1.0.safetensors")
+    blue_hub = source(hub, cache, repo_id="nikopueringer/CorridorKeyBlue_1.0", filenames=blue_names)
+    loaded = load_greenformer(CheckpointSource(tmp_path, hub=blue_hub, screen_color="blue"), config=TINY)
+    assert loaded.checkpoint.path == tmp_path / "CorridorKeyBlue_1.0.safetensors"
+    assert loaded.checkpoint.downloaded
+    assert (tmp_path / "CorridorKeyBlue_1.0.safetensors").read_bytes() == blue_bytes
+    green = load_greenformer(CheckpointSource(tmp_path, hub=blue_hub))
+    assert green.checkpoint.path.name == "CorridorKey_v1.0.safetensors" and not green.checkpoint.downloaded
