@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="key a generated demo clip with the bundled model and measure the result",
-        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, and the ground truth: "
+        description="Write a short synthetic green-screen clip (blue with --screen-color blue; Input/, "
+        "AlphaHint/, and the ground truth: "
         "GroundTruth/ alpha, GroundTruthFG/ colour) to FOLDER (default: a new temporary folder), key it with "
         "the small model shipped in the package (trained on green and blue screens) through the same "
         "pipeline as `infer`, and print where the outputs are, how close the matte is to the ground truth, "
