@@ -220,7 +220,7 @@ def test_video_input(tmp_path: Path, ckpt_dir: Path, engine) -> None:
 
 
 def test_chroma_hint_without_alphahint(tmp_path: Path, ckpt_dir: Path) -> None:
-    clip = make_clip(tmp_path / "nohint", ["c_1", "c_2"], SIZE, hint=False, screen="blue")
+    clip = make_clip(tmp_path / "nohint", ["c_1", "c_2"], SIZE, hint=False)  # blue: test_cli_screens.py
     assert_ok(infer(clip, ckpt_dir, "--hint", "chroma", "--outputs", "matte", "-q"))
     assert sorted(p.name for p in (clip / "Matte").iterdir()) == ["c_1.exr", "c_2.exr"]
 
@@ -453,7 +453,8 @@ def test_demo_writes_keys_and_measures_a_clip(tmp_path: Path, ckpt_dir: Path) ->
     assert f"demo clip: {folder}" in proc.stdout
     assert f"outputs in {folder}/: Matte/ FG/ Processed/ Comp/" in proc.stdout
     assert "matte vs ground truth (2 frames): mean abs error" in proc.stdout
-    for sub in ("Input", "AlphaHint", "GroundTruth", *OUTPUT_FOLDERS):
+    assert "foreground colour vs ground truth on the subject (Processed/" in proc.stdout
+    for sub in ("Input", "AlphaHint", "GroundTruth", "GroundTruthFG", *OUTPUT_FOLDERS):
         assert len(list((folder / sub).iterdir())) == 2, sub
     again = run_cli("demo", folder, "--frames", "2", "--checkpoint-dir", ckpt_dir, "-q")  # reruns in place
     assert_ok(again)

@@ -272,7 +272,7 @@ def test_cli_resolve_explains_the_winner(tmp_path):
     ("files", "args", "message"),
     [
         ([], [], "no checkpoint found in"),
-        (["a.safetensors", "b.safetensors"], [], "keep exactly one"),
+        (["a.safetensors", "b.safetensors"], [], "keep exactly one, or choose one with --select NAME"),
         (["m.pth"], ["--safe-only"], "refused by policy"),
     ],
 )
@@ -284,6 +284,17 @@ def test_cli_resolve_errors_are_one_line(tmp_path, files, args, message):
     assert out.returncode == 1
     assert out.stderr.startswith("ckpt-formats: error:") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_resolve_ambiguity_advice_names_its_own_flags_and_they_work(tmp_path):
+    write_safetensors(tmp_path / "a.safetensors", tiny_state_dict(1))
+    write_safetensors(tmp_path / "b.safetensors", tiny_state_dict(2))
+    for load in ([], ["--load"]):
+        out = cli("resolve", tmp_path, *load)
+        assert out.returncode == 1 and "--select NAME or --exclude GLOB" in out.stderr
+        assert "select=NAME" not in out.stderr
+    assert "winner: b.safetensors" in cli("resolve", tmp_path, "--select", "b.*").stdout
+    assert "winner: a.safetensors" in cli("resolve", tmp_path, "--exclude", "b.*").stdout
 
 
 def test_cli_inspect(tmp_path):

@@ -14,7 +14,9 @@ import pytest
 
 from corridorkey_engine.demo.clip import (
     DEMO_CHECKPOINT_NAME,
+    TARGETS,
     bundled_checkpoint_dir,
+    foreground_quality,
     matte_quality,
     read_alpha,
     write_demo_clip,
@@ -88,7 +90,7 @@ def test_demo_clip_on_disk_and_quality_of_a_matte_folder(engine, tmp_path):
     assert sorted(p.name for p in clip.truth_dir.iterdir()) == names
     truth = read_alpha(clip.truth_dir / names[1])
     np.testing.assert_allclose(
-        truth, make_clip(clip.seed, frames=3, size=engine.img_size)[1].alpha, atol=1e-4
+        truth, make_clip(clip.seed, frames=3, size=engine.img_size, screen="green")[1].alpha, atol=1e-4
     )
 
     # Key the files as the CLI would (8-bit plates and hints from disk) and write a 16-bit matte.
@@ -113,3 +115,62 @@ def test_matte_quality_refuses_mismatched_folders(tmp_path):
         matte_quality(clip.hint_dir, clip.truth_dir)
     perfect = matte_quality(clip.truth_dir, clip.truth_dir)
     assert perfect.mae == 0.0 and perfect.iou == 1.0
+
+
+def _key_to_processed(engine, clip, folder, **options) -> None:
+    """Key the clip's PNGs as the CLI does and write Processed/ EXRs (linear premultiplied RGBA)."""
+    import cv2
+
+    from corridorkey_engine.clips.images import write_exr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(clip.input_dir.iterdir()):
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        hint = cv2.imread(str(clip.hint_dir / path.name), cv2.IMREAD_GRAYSCALE)
+        write_exr(
+            folder / f"{path.stem}.exr", engine.process_frame(image, hint, **options)["processed"], "RGBA"
+        )
+
+
+@pytest.mark.parametrize(("screen", "other"), [("green", "blue"), ("blue", "green")])
+def test_the_colour_figure_is_within_target_and_catches_the_wrong_despill(engine, tmp_path, screen, other):
+    """The bundled model keys both screens within the colour target; despilling the other screen's channel
+    (the salmon-subject bug of issue 11) shows up as a figure far over it."""
+    clip = write_demo_clip(tmp_path / screen, frames=2, size=engine.img_size, screen=screen)
+    assert clip.screen == screen
+    sample = make_clip(clip.seed, frames=2, size=engine.img_size, screen=screen)[1]
+    import cv2
+
+    stored = cv2.imread(str(clip.fg_truth_dir / "frame_0001.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_allclose(stored[..., ::-1] / 65535.0, sample.fg, atol=1e-4)  # 16-bit RGB on disk
+    _key_to_processed(engine, clip, tmp_path / screen / "Processed", screen_color=screen)
+    right = foreground_quality(tmp_path / screen / "Processed", clip.fg_truth_dir, clip.truth_dir)
+    _key_to_processed(engine, clip, tmp_path / screen / "Wrong", screen_color=other, despill_strength=1.0)
+    wrong = foreground_quality(tmp_path / screen / "Wrong", clip.fg_truth_dir, clip.truth_dir)
+    assert right.frames == wrong.frames == 2 and right.pixels == wrong.pixels > 500
+    assert right.mae_8bit <= TARGETS.fg_error_8bit, right
+    assert wrong.mae_8bit > 1.5 * TARGETS.fg_error_8bit, wrong
+    assert right.mae_8bit == pytest.approx(255 * right.mae)
+
+
+def test_foreground_quality_is_zero_for_the_truth_itself(tmp_path):
+    """Processed/ made from the ground truth itself (premultiplied, linear) measures (almost) nothing."""
+    from corridorkey_engine.clips.images import read_image, write_exr
+    from corridorkey_engine.demo.synthetic import srgb_to_linear
+
+    clip = write_demo_clip(tmp_path / "clip", frames=2, size=48)
+    out = tmp_path / "clip" / "Processed"
+    out.mkdir()
+    for path in sorted(clip.fg_truth_dir.iterdir()):
+        fg, alpha = read_image(path), read_alpha(clip.truth_dir / path.name)[..., None]
+        write_exr(
+            out / f"{path.stem}.exr",
+            np.concatenate([srgb_to_linear(fg) * alpha, alpha], -1),
+            "RGBA",
+            half=False,
+        )
+    perfect = foreground_quality(out, clip.fg_truth_dir, clip.truth_dir)
+    assert perfect.mae_8bit < 0.05 and perfect.pixels > 0
+    (out / "frame_0001.exr").unlink()
+    with pytest.raises(FileNotFoundError, match="frame_0001"):
+        foreground_quality(out, clip.fg_truth_dir, clip.truth_dir)

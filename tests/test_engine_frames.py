@@ -298,6 +298,32 @@ def test_comp_is_the_matte_over_the_checkerboard(engine) -> None:
     np.testing.assert_allclose(out["comp"], expected, atol=1e-5)
 
 
+def test_checker_size_scales_the_preview_only_when_asked(engine) -> None:
+    """Upstream's 128-px squares by default: a 120x100 frame is then one dark square (no checkerboard at
+    all); checker_size=None scales them to the frame (1/16 of the shorter side: 6 px) and 16 sets them."""
+    image, hint = frame(120, 100)
+    plain = dict(auto_despeckle=False, despill_strength=0.0)
+    default = engine.process_frame(image, hint, **plain)
+    scaled = engine.process_frame(image, hint, checker_size=None, **plain)
+    sixteen = engine.process_frame(image, hint, checker_size=16, **plain)
+    for name in ("alpha", "fg", "processed"):  # the preview is all it changes
+        np.testing.assert_array_equal(default[name], scaled[name])
+    assert col.checker_size_for(120, 100) == 6 and col.checker_size_for(2160, 3840) == 135
+    assert col.checker_size_for(20, 30) == 4
+    for out, square in ((default, 128), (scaled, 6), (sixteen, 16)):
+        board = col.srgb_to_linear(col.checkerboard(120, 100, square))[0, 0].numpy()[..., None]
+        fg_lin, a = out["processed"][..., :3], out["processed"][..., 3:]
+        want = col.linear_to_srgb(torch.from_numpy(fg_lin + board * (1 - a))).numpy()
+        np.testing.assert_allclose(out["comp"], want, atol=1e-5)
+    assert not np.allclose(default["comp"], scaled["comp"], atol=1e-3)
+    board = col.checkerboard(120, 100, 6)[0, 0]
+    assert float(board[0, 5]) == pytest.approx(0.15) and float(board[0, 6]) == pytest.approx(0.55)
+    assert len(torch.unique(col.checkerboard(120, 100)[0, 0])) == 1  # upstream's: one square
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="checker_size"):
+            PostProcessOptions(checker_size=bad)
+
+
 # --------------------------------------------------------------------------------------------- GPU
 
 

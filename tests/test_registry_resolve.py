@@ -55,6 +55,31 @@ def test_two_safetensors_are_ambiguous_and_named(tmp_path, registry):
     text = str(err.value)
     assert "a.safetensors" in text and "b.safetensors" in text and "keep exactly one" in text
     assert "c.pth" not in text  # no fallback to the lower-priority format
+    # A Python caller is told the keywords it has, never a command line's flags.
+    assert "select=NAME or exclude=[GLOB]" in text and "--select" not in text
+
+
+def test_the_caller_supplies_the_ambiguity_advice(tmp_path, registry):
+    write_safetensors(tmp_path / "a.safetensors")
+    write_safetensors(tmp_path / "b.safetensors")
+    with pytest.raises(AmbiguousCheckpointError) as err:
+        registry.resolve(tmp_path, advice="the Model menu")
+    assert str(err.value).endswith("keep exactly one, or choose one with the Model menu")
+    assert "select=" not in str(err.value)
+
+
+def test_several_select_globs_must_all_match(tmp_path, registry):
+    write_safetensors(tmp_path / "green_a.safetensors", tiny_state_dict(1))
+    write_safetensors(tmp_path / "blue_a.safetensors", tiny_state_dict(2))
+    write_safetensors(tmp_path / "blue_b.safetensors", tiny_state_dict(3))
+    got = registry.resolve(tmp_path, select=["blue_*", "*_b.*"])
+    assert got.path.name == "blue_b.safetensors"
+    assert_same_tensors(got.state_dict, tiny_state_dict(3))
+    with pytest.raises(AmbiguousCheckpointError):
+        registry.resolve(tmp_path, select=["blue_*"])
+    with pytest.raises(CheckpointNotFoundError) as err:
+        registry.resolve(tmp_path, select=["green_*", "*_b.*"])
+    assert "only names matching 'green_*' and '*_b.*' were considered" in str(err.value)
 
 
 def test_select_chooses_among_ambiguous_candidates(tmp_path, registry):

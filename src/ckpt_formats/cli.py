@@ -11,6 +11,9 @@ from ._terminal import configure_logging, echo, echo_json
 from .errors import CheckpointError
 from .registry import get_registry
 
+CHOICE_ADVICE = "--select NAME or --exclude GLOB"
+"""What the ambiguity error tells a user of this command (its own flags)."""
+
 logger = logging.getLogger("ckpt_formats.cli")
 
 
@@ -61,13 +64,13 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
         names = ", ".join(c.path.name for c in found.candidates.get(fmt.name, [])) or "-"
         echo(f"  {fmt.name:<22} priority {fmt.priority:>4}: {names}")
     if args.load:
-        resolved = registry.resolve(args.directory, device=args.device, **options)
+        resolved = registry.resolve(args.directory, device=args.device, advice=CHOICE_ADVICE, **options)
         echo(
             f"loaded {resolved.path.name} ({resolved.format.name}): {len(resolved.state_dict)} entries "
             f"on {args.device}"
         )
         return 0
-    fmt, candidate, shadowed = found.choose(args.select)
+    fmt, candidate, shadowed = found.choose(args.select, advice=CHOICE_ADVICE)
     files = ", ".join(p.name for p in candidate.paths)
     echo(f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{files}]")
     if shadowed:

@@ -128,25 +128,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .clips.pipeline import KeyOptions
-    from .demo.clip import DEFAULT_FRAMES, bundled_checkpoint_dir, matte_quality, write_demo_clip
+    from .demo.clip import (
+        DEFAULT_FRAMES,
+        SUBJECT_ALPHA,
+        TARGETS,
+        bundled_checkpoint_dir,
+        foreground_quality,
+        matte_quality,
+        write_demo_clip,
+    )
+    from .keying.frames import PostProcessOptions
 
     folder = (args.folder or Path(tempfile.mkdtemp(prefix="corridorkey-demo-"))).resolve()
     if not args.quiet:
         print(f"demo clip: {folder}")
-    clip = write_demo_clip(folder, frames=args.frames or DEFAULT_FRAMES)
+    clip = write_demo_clip(folder, frames=args.frames or DEFAULT_FRAMES, screen=args.screen_color)
     threads = default_io_threads()
-    opts = KeyOptions(overwrite=True, batch_size=args.batch_size, read_threads=threads, write_threads=threads)
-    source = checkpoint_source(args, checkpoint_dir=args.checkpoint_dir or bundled_checkpoint_dir())
+    # The checkerboard scales with the frame (upstream's 128-px squares would hide it on 128-px frames).
+    post = PostProcessOptions(screen_color=args.screen_color, checker_size=None)
+    opts = KeyOptions(
+        overwrite=True, batch_size=args.batch_size, read_threads=threads, write_threads=threads, post=post
+    )
+    if args.checkpoint_dir is not None:
+        source = checkpoint_source(args)
+    else:  # the bundled model keys both screens (docs/demo-model.md): its file name does not choose
+        source = checkpoint_source(args, checkpoint_dir=bundled_checkpoint_dir(), match_screen=False)
     status = _key_clips(args, [folder], opts, source)
     if status:
         return status
     matte = matte_quality(folder / "Matte", clip.truth_dir)
     hint = matte_quality(clip.hint_dir, clip.truth_dir)
+    colour = foreground_quality(folder / "Processed", clip.fg_truth_dir, clip.truth_dir)
     if not args.quiet:
         print(
             f"matte vs ground truth ({matte.frames} frames): mean abs error {matte.mae:.4f}, "
             f"IoU(alpha>0.5) {matte.iou:.3f}; the hint it started from: {hint.mae:.4f}, {hint.iou:.3f}"
         )
+        r, g, b = (c * 255.0 for c in colour.per_channel)
+        print(
+            f"foreground colour vs ground truth on the subject (Processed/, true alpha > {SUBJECT_ALPHA}, "
+            f"{colour.pixels} px): mean abs RGB error {colour.mae_8bit:.1f}/255 "
+            f"(R {r:.1f}, G {g:.1f}, B {b:.1f})"
+        )
+        verdict = "met" if TARGETS.met(matte, colour) else "MISSED"
+        print(f"targets for the {args.screen_color}-screen demo ({TARGETS}): {verdict}")
     return 0
 
 

@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CliError
-from .model.source import CHECKPOINT_DIR_ENV, DEFAULT_HUB_REPO, CheckpointSource
+from .model.source import CHECKPOINT_DIR_ENV, PUBLISHED_MODELS, SCREEN_COLORS, CheckpointSource
 
 PROG = "corridorkey"
+CHOICE_ADVICE = "--select NAME or --exclude GLOB"
+"""What the registry's ambiguity error tells a ``corridorkey`` user (its --select/--exclude flags)."""
+PUBLISHED = "published"
+"""``--hub``'s default: the published model of ``--screen-color`` (:data:`PUBLISHED_MODELS`)."""
 
 EXAMPLE = """\
 example session:
@@ -96,6 +100,32 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; errors only")
 
 
+def _add_screen_color(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--screen-color",
+        choices=SCREEN_COLORS,
+        default="green",
+        help="the screen the clips are shot on: chooses the model (file names containing 'blue' are the "
+        "blue-screen model), the despill channel and the --hint chroma key (green)",
+    )
+
+
+def _add_choice_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--select",
+        metavar="NAME",
+        help="the checkpoint file to use when the folder holds several (a name or a glob)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="ignore checkpoint files matching GLOB (repeatable); MLX weights (names containing 'mlx') "
+        "are always ignored",
+    )
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and device")
     g.add_argument(
@@ -103,14 +133,19 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="folder holding the checkpoint (any registered format); fetched from the hub on first run "
-        f"when empty (default: ${CHECKPOINT_DIR_ENV}, else ~/.cache/corridorkey/CorridorKey_v1.0)",
+        f"when empty (default: ${CHECKPOINT_DIR_ENV}, else ~/.cache/corridorkey/CorridorKey_v1.0, or "
+        "CorridorKeyBlue_1.0 beside it with --screen-color blue)",
     )
+    _add_screen_color(g)
+    _add_choice_options(g)
     hub = g.add_mutually_exclusive_group()
+    green, blue = PUBLISHED_MODELS["green"].repo_id, PUBLISHED_MODELS["blue"].repo_id
     hub.add_argument(
         "--hub",
-        default=DEFAULT_HUB_REPO,
+        default=PUBLISHED,
         metavar="REPO_ID",
-        help=f"Hugging Face repository to fetch from when the folder is empty ({DEFAULT_HUB_REPO})",
+        help=f"Hugging Face repository to fetch from when the folder is empty ({green}; with "
+        f"--screen-color blue {blue})",
     )
     hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
     g.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
@@ -184,10 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hint",
         choices=["alphahint", "chroma"],
         default="alphahint",
-        help="alphahint: read AlphaHint/ (default); chroma: a rough built-in green/blue difference key",
-    )
-    k.add_argument(
-        "--screen", choices=["auto", "green", "blue"], default="auto", help="screen colour for --hint chroma"
+        help="alphahint: read AlphaHint/ (default); chroma: a rough built-in difference key of the "
+        "--screen-color screen",
     )
     o = infer.add_argument_group("outputs")
     o.add_argument(
@@ -213,18 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="key a generated demo clip with the bundled model and measure the result",
-        description="Write a short synthetic green-screen clip (Input/, AlphaHint/, GroundTruth/) to FOLDER "
-        "(default: a new temporary folder), key it with the small model shipped in the package through the "
-        "same pipeline as `infer`, and print where the outputs are and how close the matte is to the "
-        "ground truth. Works offline.",
+        description="Write a short synthetic green-screen clip (blue with --screen-color blue; Input/, "
+        "AlphaHint/, and the ground truth: "
+        "GroundTruth/ alpha, GroundTruthFG/ colour) to FOLDER (default: a new temporary folder), key it with "
+        "the small model shipped in the package (trained on green and blue screens) through the same "
+        "pipeline as `infer`, and print where the outputs are, how close the matte is to the ground truth, "
+        "and how far the delivered foreground's colour is from the true one on the subject. Works offline.",
     )
     demo.add_argument("folder", nargs="?", type=Path, metavar="FOLDER", help="where to write the demo clip")
     demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
+    _add_screen_color(demo)
     demo.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
     demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
     demo.add_argument(
         "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
     )
+    _add_choice_options(demo)
     demo.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="frames per call")
     demo.set_defaults(img_size=None, compile=False, safe_only=None, io_threads=None)
     _add_common(demo)
@@ -254,12 +291,15 @@ def post_options(args: argparse.Namespace) -> Any:
 
 
 def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointSource:
-    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked.
+    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked; the
+    ambiguity error names ``--select``/``--exclude``.
 
     Raises:
         CliError: ``--hub`` is not a valid repository id.
     """
-    source = _fields_from(CheckpointSource, args, **overrides)
+    source = _fields_from(CheckpointSource, args, advice=CHOICE_ADVICE, **overrides)
+    if source.hub == PUBLISHED:
+        source = replace(source, hub=PUBLISHED_MODELS[source.screen_color].repo_id)
     try:
         return replace(source, hub=source.hub_source())
     except ValueError as exc:

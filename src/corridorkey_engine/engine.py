@@ -32,8 +32,8 @@ class CorridorKeyEngine:
 
     Args:
         checkpoint_dir: the directory holding the checkpoint (any registered format), or a
-            :class:`CheckpointSource`; None: :meth:`CheckpointSource.default`, the published CorridorKey
-            v1.0 weights in :func:`default_checkpoint_dir`, fetched on first use (as ``corridorkey infer``).
+            :class:`CheckpointSource`; None: :meth:`CheckpointSource.default`, the published weights of the
+            screen colour in :func:`default_checkpoint_dir`, fetched on first use (as ``corridorkey infer``).
         device: ``cuda``, ``cuda:N``, ``mps``, ``cpu`` or ``auto``; default ``$CORRIDORKEY_DEVICE``,
             else auto (cuda > mps > cpu).
         precision: ``float16`` (default on CUDA/MPS), ``bfloat16`` or ``float32``; the CPU always runs
@@ -42,10 +42,14 @@ class CorridorKeyEngine:
         config: the architecture; default the checkpoint's metadata, else CorridorKey v1.0.
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
         compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
-        screen_color: ``"green"`` (default) or ``"blue"``: the screen the frames are shot on, the default
-            of the post-processing's ``screen_color`` (despill acts on that screen's channel).
+        screen_color: ``"green"`` or ``"blue"``: the screen the frames are shot on. It chooses the checkpoint
+            (file names containing ``blue`` are the blue-screen model: the only candidates for blue, never
+            for green; without a folder, the published model of that colour) and is the default of the
+            post-processing's ``screen_color`` (despill acts on that screen's channel). Default: the
+            source's (green unless a :class:`CheckpointSource` says otherwise).
         source_options: :class:`CheckpointSource` fields to replace (``hub``, ``exclude``, ``select``,
-            ``safe_only``, ``formats``), passed on to :func:`ckpt_formats.resolve`.
+            ``safe_only``, ``formats``, ``match_screen``, ``skip_mlx``), passed on to
+            :func:`ckpt_formats.resolve`.
     """
 
     def __init__(
@@ -58,13 +62,15 @@ class CorridorKeyEngine:
         config: GreenFormerConfig | None = None,
         strict: bool = True,
         compile: bool = False,
-        screen_color: str = "green",
+        screen_color: str | None = None,
         **source_options: Any,
     ) -> None:
-        self.post_defaults = PostProcessOptions(screen_color=screen_color)  # refuses a bad colour early
+        if screen_color is not None:
+            source_options["screen_color"] = screen_color
+        source = CheckpointSource.of(checkpoint_dir, **source_options)  # refuses a bad colour early
+        self.post_defaults = PostProcessOptions(screen_color=source.screen_color)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
-        source = CheckpointSource.of(checkpoint_dir, **source_options)
         loaded = load_greenformer(
             source, device=self.device, dtype=self.dtype, config=config, img_size=img_size, strict=strict
         )
@@ -97,6 +103,11 @@ class CorridorKeyEngine:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
         self._forward = torch.compile(self.model) if compile else self.model
+
+    @property
+    def screen_color(self) -> str:
+        """The screen colour the engine keys by default (``"green"`` or ``"blue"``)."""
+        return self.post_defaults.screen_color
 
     @property
     def img_size(self) -> int:

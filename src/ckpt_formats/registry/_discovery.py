@@ -43,8 +43,15 @@ class Discovery:
     def winner(self) -> CheckpointFormat | None:
         return next((f for f in self.formats if self.candidates.get(f.name)), None)
 
-    def choose(self, select: str | None = None) -> tuple[CheckpointFormat, Candidate, list[Candidate]]:
+    def choose(
+        self, select: str | Sequence[str] | None = None, advice: str | None = None
+    ) -> tuple[CheckpointFormat, Candidate, list[Candidate]]:
         """Apply the resolve rules: the winning format, its one candidate, and the shadowed candidates.
+
+        Args:
+            select: the selection discovery applied (named in the "not found" message).
+            advice: how the caller's user chooses among several candidates, quoted in the ambiguity
+                message (default :data:`DEFAULT_ADVICE`, the keywords of :meth:`Registry.resolve`).
 
         Raises:
             CheckpointNotFoundError: no allowed format has a candidate (the message says what was seen).
@@ -58,7 +65,7 @@ class Discovery:
             names = ", ".join(c.path.name for c in chosen)
             raise AmbiguousCheckpointError(
                 f"{self.directory}: {len(chosen)} {fmt.name} checkpoints ({names}); keep exactly one, "
-                "or choose one with select=NAME (command line: --select NAME)"
+                f"or choose one with {advice or DEFAULT_ADVICE}"
             )
         shadowed = [c for f in self.formats if f is not fmt for c in self.candidates.get(f.name, [])]
         return fmt, chosen[0], shadowed
@@ -93,6 +100,17 @@ def _run_discover(directory: Path, fmt: CheckpointFormat, matched: list[Path]) -
     return list(found)
 
 
+DEFAULT_ADVICE = "select=NAME or exclude=[GLOB]"
+"""How the ambiguity message tells a Python caller to choose; a command line passes its own flags."""
+
+
+def select_globs(select: str | Sequence[str] | None) -> list[str]:
+    """``select`` as a list of globs (a candidate must match every one of them)."""
+    if select is None:
+        return []
+    return [select] if isinstance(select, str) else list(select)
+
+
 def _matches_any(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -109,7 +127,7 @@ def discover(
     *,
     restricted_to: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
-    select: str | None = None,
+    select: str | Sequence[str] | None = None,
 ) -> Discovery:
     """Group the regular, non-hidden files of ``directory`` into candidates of the ``allowed`` formats.
 
@@ -119,7 +137,8 @@ def discover(
         every: every registered format (to name the files the policy refused).
         restricted_to: the caller's own restriction of format names, if any (not reported as refused).
         exclude: file-name globs to ignore.
-        select: a name or glob keeping only the matching candidates.
+        select: a name or glob keeping only the matching candidates (several: a candidate must match
+            every one).
 
     Returns:
         The candidates per format, and the files excluded, refused by policy or matching no format.
@@ -150,9 +169,9 @@ def discover(
     for name, cands in candidates.items():
         candidates[name] = [c for c in cands if claimed.get(c.path, name) == name]
     seen = {p for cands in candidates.values() for c in cands for p in c.paths} | set(claimed)
-    if select is not None:
+    for glob in select_globs(select):
         for name, cands in candidates.items():
-            candidates[name] = [c for c in cands if _matches_any(c.path.name, [select])]
+            candidates[name] = [c for c in cands if fnmatch.fnmatchcase(c.path.name, glob)]
 
     refused: dict[str, str] = {}
     allowed_names = {f.name for f in allowed} | set(faulty)
@@ -230,12 +249,13 @@ def unreadable(path: Path, fmt: CheckpointFormat, exc: OSError) -> CheckpointLoa
     )
 
 
-def not_found_message(found: Discovery, select: str | None = None) -> str:
+def not_found_message(found: Discovery, select: str | Sequence[str] | None = None) -> str:
     """The text of the :class:`CheckpointNotFoundError` for a discovery without a winner."""
     searched = "; ".join(f"{f.name} ({', '.join(f.globs)})" for f in found.formats) or "no format allowed"
     parts = [f"no checkpoint found in {found.directory} (searched: {searched})"]
-    if select is not None:
-        parts.append(f"only names matching {select!r} were considered")
+    globs = select_globs(select)
+    if globs:
+        parts.append(f"only names matching {' and '.join(repr(g) for g in globs)} were considered")
     if found.refused:
         refused = ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
         parts.append(

@@ -150,7 +150,7 @@ class Registry:
         *,
         formats: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        select: str | None = None,
+        select: str | Sequence[str] | None = None,
         safe_only: bool | None = None,
     ) -> Discovery:
         """Find every candidate of every allowed format in ``directory`` (not recursive).
@@ -195,9 +195,10 @@ class Registry:
         device: str = "cpu",
         formats: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        select: str | None = None,
+        select: str | Sequence[str] | None = None,
         safe_only: bool | None = None,
         hub: HubSource | None = None,
+        advice: str | None = None,
     ) -> ResolvedCheckpoint:
         """Find the best checkpoint in ``directory`` (else fetch it from ``hub``) and load it.
 
@@ -210,9 +211,13 @@ class Registry:
             device: where the winning plugin's loader puts the tensors.
             formats: only consider these format names.
             exclude: file-name globs to ignore.
-            select: a name or glob choosing among several candidates of the winning format.
+            select: a name or glob choosing among several candidates of the winning format (a sequence of
+                globs: a candidate must match every one).
             safe_only: drop formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
             hub: where to download from when nothing local is found.
+            advice: how your user chooses among several candidates, quoted by the ambiguity error (a command
+                line passes its own flags, e.g. ``"--select NAME or --exclude GLOB"``; default: these
+                keywords, ``"select=NAME or exclude=[GLOB]"``).
 
         Returns:
             The winner's format, candidate, state dict and metadata, and the shadowed candidates.
@@ -237,7 +242,7 @@ class Registry:
                 directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
             )
         while True:
-            fmt, candidate, shadowed = found.choose(select)
+            fmt, candidate, shadowed = found.choose(select, advice)
             try:
                 state_dict, metadata = self.load(fmt, candidate, device)
                 break

@@ -83,8 +83,7 @@ class KeyOptions:
     refiner_scale: float = 1.0
     batch_size: int = 1
     overwrite: bool = False
-    hint: str = "alphahint"  # or "chroma"
-    screen: str = "auto"
+    hint: str = "alphahint"  # or "chroma": a difference key of post.screen_color's screen
     read_threads: int = 2
     write_threads: int = 2
     pin_memory: bool = False
@@ -238,7 +237,7 @@ class _Loader:
     def __call__(self, index: int) -> tuple[int, Any, Any]:
         image = as_rgb(self.inputs.read(index))
         if self.hints is None:
-            mask = chroma_hint(image, self.opts.screen)
+            mask = chroma_hint(image, self.opts.post.screen_color)
         else:
             mask = as_mask(self.hints.read(index))
             if mask.shape != image.shape[:2]:

@@ -97,8 +97,8 @@ class Scene:
     @classmethod
     def from_seed(cls, seed: int, screen: str | None = None) -> Scene:
         rng = np.random.default_rng([_VERSION_SALT, seed])
-        if screen is None:
-            screen = "green" if rng.random() < 0.75 else "blue"
+        drawn = "green" if rng.random() < 0.75 else "blue"  # drawn even when given: the rest stays the same
+        screen = drawn if screen is None else screen
         base = np.array(SCREEN_COLOURS_SRGB[screen], np.float32)
         screen_colour = np.clip(base * rng.uniform(0.75, 1.2) + rng.normal(0, 0.04, 3), 0.02, 0.98)
         n_layers = int(rng.choice([1, 1, 2, 2, 3, 4]))
@@ -281,9 +281,12 @@ def make_sample(seed: int, size: int | tuple[int, int] = 256, screen: str | None
     return Scene.from_seed(seed, screen=screen).render(size)
 
 
-def make_clip(seed: int, frames: int = 8, size: int | tuple[int, int] = 256) -> list[Sample]:
-    """``frames`` consecutive frames of one moving scene (layers drift, the screen stays put)."""
-    scene = Scene.from_seed(seed)
+def make_clip(
+    seed: int, frames: int = 8, size: int | tuple[int, int] = 256, screen: str | None = None
+) -> list[Sample]:
+    """``frames`` consecutive frames of one moving scene (layers drift, the screen stays put); ``screen``
+    forces a green or blue screen (default: the seed's draw)."""
+    scene = Scene.from_seed(seed, screen=screen)
     return [scene.render(size, t=float(i)) for i in range(frames)]
 
 

@@ -81,10 +81,19 @@ def despill(rgb: torch.Tensor, strength: float = 1.0, screen_color: str = "green
     return despilled if strength == 1.0 else rgb * (1.0 - strength) + despilled * strength
 
 
-def checkerboard(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The preview background, ``[1, 1, H, W]`` sRGB: 128-px squares of 0.15 (top-left) and 0.55."""
-    ys = torch.arange(height, device=device) // CHECKER_SIZE
-    xs = torch.arange(width, device=device) // CHECKER_SIZE
+def checker_size_for(height: int, width: int) -> int:
+    """A checker square that shows at any frame size: 1/16 of the shorter side, at least 4 px (8 px on a
+    128-px frame, 68 on 1080p, 135 on UHD, near upstream's fixed 128)."""
+    return max(4, round(min(height, width) / 16))
+
+
+def checkerboard(
+    height: int, width: int, size: int = CHECKER_SIZE, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The preview background, ``[1, 1, H, W]`` sRGB: ``size``-px squares (upstream: 128) of 0.15
+    (top-left) and 0.55."""
+    ys = torch.arange(height, device=device) // size
+    xs = torch.arange(width, device=device) // size
     odd = (ys[:, None] + xs[None, :]) % 2 == 1
     dark, light = CHECKER_COLOURS
     return torch.where(odd, light, dark).to(torch.float32)[None, None]

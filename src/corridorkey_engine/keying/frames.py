@@ -27,6 +27,9 @@ class PostProcessOptions:
     """How the model's prediction becomes the outputs (see :meth:`CorridorKeyEngine.process_frame`).
 
     The defaults are what upstream CorridorKey's ``run-inference`` uses by default (despill 5 of 10).
+    ``checker_size`` is the preview's checker square in pixels (upstream's 128); None scales it with the
+    frame (:func:`~corridorkey_engine.keying.color.checker_size_for`: 1/16 of the shorter side), so it
+    shows on small frames too (the demo's 128-px clip).
     """
 
     despill_strength: float = 0.5
@@ -34,6 +37,7 @@ class PostProcessOptions:
     despeckle_size: int = 400
     generate_comp: bool = True
     screen_color: str = "green"
+    checker_size: int | None = color.CHECKER_SIZE
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.despill_strength <= 1.0:
@@ -43,6 +47,14 @@ class PostProcessOptions:
         if self.despeckle_size < 0:
             raise ValueError(f"despeckle_size must be >= 0, got {self.despeckle_size}")
         color.screen_channel(self.screen_color)  # raises for anything but green/blue
+        if self.checker_size is not None and (
+            isinstance(self.checker_size, bool)
+            or not isinstance(self.checker_size, int | np.integer)
+            or self.checker_size < 1
+        ):
+            raise ValueError(
+                f"checker_size must be a positive whole number of pixels or None, got {self.checker_size!r}"
+            )
 
 
 def _upload(x: Array, name: str, device: torch.device) -> torch.Tensor:
@@ -209,7 +221,8 @@ def postprocess(
     fg_linear = color.srgb_to_linear(color.despill(fg, options.despill_strength, options.screen_color))
     out = {"alpha": alpha, "fg": fg, "processed": torch.cat([fg_linear * matte, matte], dim=1)}
     if options.generate_comp:
-        background = color.srgb_to_linear(color.checkerboard(height, width, device=alpha.device))
+        square = options.checker_size or color.checker_size_for(height, width)
+        background = color.srgb_to_linear(color.checkerboard(height, width, square, device=alpha.device))
         out["comp"] = color.linear_to_srgb(color.composite_over(fg_linear, matte, background))
     return out
 

@@ -4,44 +4,105 @@ A source is the checkpoint folder plus every setting of :func:`ckpt_formats.reso
 exclude, select, safe_only). It travels whole from the caller (``corridorkey infer``, ``CorridorKeyEngine``)
 through :func:`~corridorkey_engine.model.loading.load_greenformer` to the registry, so a new resolution
 setting is a new field here (and, if the CLI offers it, a flag). :meth:`CheckpointSource.default` is what
-``corridorkey infer`` uses without options: the CorridorKey v1.0 weights from the hub, cached in
-:func:`default_checkpoint_dir`. This module imports no torch.
+``corridorkey infer`` uses without options: the published model of the screen colour (CorridorKey v1.0 for
+green, CorridorKeyBlue 1.0 for blue, :data:`PUBLISHED_MODELS`) from the hub, cached in
+:func:`default_checkpoint_dir`. The screen colour and the MLX rule reach the registry as exclusions and a
+selection (:meth:`CheckpointSource.registry_options`): the registry knows nothing of CorridorKey. This
+module imports no torch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ckpt_formats import HubSource, ResolvedCheckpoint
 
-DEFAULT_HUB_REPO = "nikopueringer/CorridorKey_v1.0"
-"""Where the published CorridorKey v1.0 weights live; fetched into the checkpoint folder when it is empty."""
-HUB_FILENAMES = {
-    "safetensors": ["CorridorKey_v1.0.safetensors"],
-    "pickle": ["CorridorKey_v1.0.pth"],  # DEPRECATED: remove after .pth sunset
+SCREEN_COLORS = ("green", "blue")
+"""The screen colours CorridorKey keys, each with its own published model."""
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """Where one published CorridorKey model lives: its hub repository, file names and default folder.
+
+    Attributes:
+        repo_id: the Hugging Face repository.
+        filenames: the weights' file names in it, per registry format (the registry fetches the best one).
+        folder: the name of its default folder under ``~/.cache/corridorkey``
+            (:func:`default_checkpoint_dir`).
+    """
+
+    repo_id: str
+    filenames: dict[str, list[str]]
+    folder: str
+
+
+PUBLISHED_MODELS = {
+    "green": PublishedModel(
+        "nikopueringer/CorridorKey_v1.0",
+        {
+            "safetensors": ["CorridorKey_v1.0.safetensors"],
+            "pickle": ["CorridorKey_v1.0.pth"],  # DEPRECATED: remove after .pth sunset
+        },
+        "CorridorKey_v1.0",
+    ),
+    "blue": PublishedModel(
+        "nikopueringer/CorridorKeyBlue_1.0",
+        {
+            "safetensors": ["CorridorKeyBlue_1.0.safetensors"],
+            "pickle": ["CorridorKeyBlue_1.0.pth"],  # DEPRECATED: remove after .pth sunset
+        },
+        "CorridorKeyBlue_1.0",
+    ),
 }
+"""The published model of each screen colour (:data:`SCREEN_COLORS`)."""
+DEFAULT_HUB_REPO = PUBLISHED_MODELS["green"].repo_id
+"""Where the published CorridorKey v1.0 (green-screen) weights live."""
+HUB_FILENAMES = PUBLISHED_MODELS["green"].filenames
 """The file names of :data:`DEFAULT_HUB_REPO`'s weights, per format. Any other hub repository is searched
 the Hugging Face way, with each format's default names (``model.safetensors.index.json``,
 ``model.safetensors``, then the pickle names)."""
 CHECKPOINT_DIR_ENV = "CORRIDORKEY_CHECKPOINT_DIR"
 
+BLUE_NAMES = "*[Bb][Ll][Uu][Ee]*"
+"""File names containing ``blue`` (any case) hold a blue-screen model: never chosen for green, and the only
+ones chosen for blue (unless :attr:`CheckpointSource.match_screen` is off)."""
+MLX_NAMES = "*[Mm][Ll][Xx]*"
+"""File names containing ``mlx`` (any case) hold MLX weights (``corridorkey_mlx.safetensors``,
+``*.mlx.safetensors``), which the Torch engine never loads (unless :attr:`CheckpointSource.skip_mlx` is
+off)."""
+CHOICE_ADVICE = "select=NAME or exclude=[GLOB] (CheckpointSource fields)"
+"""How the ambiguity error tells a Python caller to choose; ``corridorkey`` passes its own flags."""
 
-def default_checkpoint_dir() -> Path:
-    """``$CORRIDORKEY_CHECKPOINT_DIR``, else ``$XDG_CACHE_HOME/corridorkey/CorridorKey_v1.0`` (~/.cache).
 
-    Returns:
-        The folder the default weights are resolved from (and downloaded into on first use).
+def default_checkpoint_dir(screen_color: str = "green") -> Path:
+    """The folder the published model of ``screen_color`` is resolved from (and downloaded into).
+
+    ``$CORRIDORKEY_CHECKPOINT_DIR`` when set (one folder for both colours: the file names tell the models
+    apart), else ``$XDG_CACHE_HOME/corridorkey/CorridorKey_v1.0`` (~/.cache) for green and
+    ``…/corridorkey/CorridorKeyBlue_1.0`` beside it for blue.
+
+    Raises:
+        ValueError: ``screen_color`` is not one of :data:`SCREEN_COLORS`.
     """
+    model = _published(screen_color)
     explicit = os.environ.get(CHECKPOINT_DIR_ENV)
     if explicit:
         return Path(explicit).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "corridorkey" / "CorridorKey_v1.0"
+    return cache / "corridorkey" / model.folder
+
+
+def _published(screen_color: str) -> PublishedModel:
+    try:
+        return PUBLISHED_MODELS[screen_color]
+    except (KeyError, TypeError):
+        raise ValueError(f"screen_color must be 'green' or 'blue', got {screen_color!r}") from None
 
 
 @dataclass(frozen=True)
@@ -50,10 +111,19 @@ class CheckpointSource:
 
     Attributes:
         checkpoint_dir: the folder holding the checkpoint (any registered format); None means
-            :func:`default_checkpoint_dir`.
+            :func:`default_checkpoint_dir` of the screen colour.
         hub: where to fetch the checkpoint from when the folder has none: a :class:`ckpt_formats.HubSource`,
-            or a repository id (:data:`DEFAULT_HUB_REPO` brings its known file names); None never downloads.
-        formats, exclude, select, safe_only: passed to :func:`ckpt_formats.resolve`.
+            or a repository id (a :data:`PUBLISHED_MODELS` repository brings its known file names); None
+            never downloads.
+        formats, exclude, select, safe_only: passed to :func:`ckpt_formats.resolve` (``exclude`` adds to
+            the exclusions below, ``select`` narrows the screen's candidates further).
+        screen_color: ``"green"`` or ``"blue"``: the screen the model keys. File names containing ``blue``
+            (:data:`BLUE_NAMES`) are blue-screen models, never candidates for green; for blue only they are.
+        match_screen: False: any checkpoint keys either screen (a model trained on both, like the bundled
+            demo model); the file names are not looked at.
+        skip_mlx: MLX weights (:data:`MLX_NAMES`) are never candidates (default); False lets them compete.
+        advice: how the ambiguity error tells your user to choose (``corridorkey``: its ``--select NAME or
+            --exclude GLOB``); default :data:`CHOICE_ADVICE`.
     """
 
     checkpoint_dir: str | os.PathLike[str] | None = None
@@ -62,12 +132,25 @@ class CheckpointSource:
     exclude: Sequence[str] = ()
     select: str | None = None
     safe_only: bool | None = None
+    screen_color: str = "green"
+    match_screen: bool = True
+    skip_mlx: bool = True
+    advice: str | None = None
+
+    def __post_init__(self) -> None:
+        _published(self.screen_color)  # refuses anything but green/blue
 
     @classmethod
     def default(cls, **overrides: Any) -> CheckpointSource:
-        """What ``corridorkey infer`` resolves without options: the default folder, filled from
-        :data:`DEFAULT_HUB_REPO` on first use. ``overrides`` replace fields (e.g. ``safe_only=True``)."""
-        return replace(cls(hub=DEFAULT_HUB_REPO), **overrides)
+        """What ``corridorkey infer`` resolves without options: the published model of the screen colour
+        (``screen_color`` among ``overrides``, default green) in its default folder, fetched on first use.
+        ``overrides`` replace fields (e.g. ``safe_only=True``).
+
+        Raises:
+            ValueError: an unknown ``screen_color``.
+        """
+        color = overrides.get("screen_color", "green")
+        return replace(cls(hub=_published(color).repo_id, screen_color=color), **overrides)
 
     @classmethod
     def of(
@@ -77,19 +160,22 @@ class CheckpointSource:
 
         Raises:
             TypeError: an override names no field of :class:`CheckpointSource`.
+            ValueError: an unknown ``screen_color``.
         """
         if isinstance(checkpoint, CheckpointSource):
             source = checkpoint
         elif checkpoint is None:
-            source = cls.default()
+            return cls.default(**overrides)
         else:
             source = cls(checkpoint_dir=checkpoint)
         return replace(source, **overrides) if overrides else source
 
     @property
     def directory(self) -> Path:
-        """The checkpoint folder (the default one when none was given)."""
-        return Path(self.checkpoint_dir) if self.checkpoint_dir is not None else default_checkpoint_dir()
+        """The checkpoint folder (the screen colour's default one when none was given)."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir)
+        return default_checkpoint_dir(self.screen_color)
 
     def hub_source(self) -> HubSource | None:
         """:attr:`hub` as a :class:`ckpt_formats.HubSource` (None: never download).
@@ -101,8 +187,28 @@ class CheckpointSource:
             return self.hub
         from ckpt_formats.hub import HubSource
 
-        filenames = HUB_FILENAMES if self.hub == DEFAULT_HUB_REPO else None
-        return HubSource(self.hub, filenames=filenames)
+        known = {m.repo_id: m.filenames for m in PUBLISHED_MODELS.values()}
+        return HubSource(self.hub, filenames=known.get(self.hub))
+
+    def registry_options(self) -> dict[str, Any]:
+        """The keywords of :func:`ckpt_formats.resolve` this source stands for (all but the folder and hub):
+        the user's ``exclude`` plus MLX weights and the other screen's models, the screen's selection
+        before the user's ``select``."""
+        exclude = list(self.exclude)
+        select = [self.select] if self.select is not None else []
+        if self.skip_mlx:
+            exclude.append(MLX_NAMES)
+        if self.match_screen and self.screen_color == "blue":
+            select.insert(0, BLUE_NAMES)
+        elif self.match_screen:
+            exclude.append(BLUE_NAMES)
+        return {
+            "formats": self.formats,
+            "exclude": exclude,
+            "select": select or None,
+            "safe_only": self.safe_only,
+            "advice": self.advice or CHOICE_ADVICE,
+        }
 
     def resolve(self) -> ResolvedCheckpoint:
         """Resolve (and fetch, if needed) the checkpoint onto the CPU through the registry.
@@ -115,6 +221,6 @@ class CheckpointSource:
         """
         import ckpt_formats
 
-        own = ("checkpoint_dir", "hub")  # the rest are resolve()'s keywords, by name
-        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in own}
-        return ckpt_formats.resolve(self.directory, device="cpu", hub=self.hub_source(), **options)
+        return ckpt_formats.resolve(
+            self.directory, device="cpu", hub=self.hub_source(), **self.registry_options()
+        )
