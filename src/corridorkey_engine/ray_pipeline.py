@@ -1,0 +1,436 @@
+"""Keying clips across the GPUs of a node or a cluster with Ray Data: ``corridorkey infer --ray``.
+
+The driver (the ``corridorkey`` process) checks every clip and lists the frames that are not done yet, by
+the local rules (:func:`~corridorkey_engine.pipeline.plan_frames`); it resolves the checkpoint once (so a
+hub download happens once, on the driver) and hands Ray Data one row per chunk of ``--batch-size`` frames:
+
+1. read: CPU tasks decode each chunk's input and hint frames (:class:`pipeline._Loader`, as locally);
+2. key and write: an actor pool, each actor loading the engine once through the registry
+   (:func:`~corridorkey_engine.engine.load_engine`), keys the frames with the local keying loop
+   (:func:`~corridorkey_engine.pipeline.key_batches`) and writes them with the local atomic writers
+   (:func:`~corridorkey_engine.pipeline.write_frame`) straight to the clip's output folders, which must be
+   on storage every node sees;
+3. only counts and per-frame errors come back to the driver.
+
+Ray restarts a worker that dies and retries its chunk (Ray Data's defaults: actors restart, tasks retry);
+a retried frame is rewritten atomically under the same names, so each output is present once and whole.
+Ray is imported only here, only for ``--ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io as fio
+from .pipeline import OUTPUTS, Clip, KeyOptions, LoadedFrame, _Loader, key_batches, write_frame
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'ckpt-formats[ray]'"
+TEST_EXIT_ENV = "CORRIDORKEY_RAY_TEST_EXIT_ONCE"
+"""Test hook, never set in production: ``FRAME:MARKER`` makes the worker that writes frame ``FRAME`` exit
+(``os._exit``) after its first output, once: the first worker to get there creates the file ``MARKER``."""
+
+
+class RayRunError(Exception):
+    """``--ray`` cannot run as asked (Ray not installed, no GPU in the cluster, the job failed)."""
+
+
+def import_ray() -> Any:
+    """Import Ray and Ray Data, or raise :class:`RayRunError` saying which extra to install.
+
+    Returns:
+        The ``ray`` module.
+
+    Raises:
+        RayRunError: Ray (with Ray Data) is not installed.
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RayRunError(f"--ray needs Ray, which is not installed here: {INSTALL_HINT}") from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How each worker loads its engine: the local ``load_engine`` arguments, minus the hub."""
+
+    checkpoint_dir: Path
+    device: str
+    precision: str | None = None
+    img_size: int | None = None
+    compile: bool = False
+    safe_only: bool | None = None
+
+    def load(self) -> Any:
+        from .engine import load_engine
+
+        return load_engine(
+            self.checkpoint_dir,
+            device=self.device,
+            hub=None,  # the driver fetched it; workers never download
+            precision=self.precision,
+            img_size=self.img_size,
+            compile=self.compile,
+            safe_only=self.safe_only,
+        )
+
+
+@dataclass
+class RayRun:
+    """What a Ray job did: frames keyed per clip, frames that failed, and the workers' engine."""
+
+    keyed: list[int]
+    failed: list[tuple[int, int, str]] = field(default_factory=list)  # (clip, frame index, message)
+    engine: str = ""
+    load_s: float = 0.0
+    workers: int = 0
+
+
+def work_rows(plans: Sequence[Sequence[int]], batch_size: int) -> list[dict[str, Any]]:
+    """One row per chunk of ``batch_size`` frames still to key, per clip, in order (as a local run batches)."""
+    return [
+        {"clip": ci, "frames": json.dumps([int(i) for i in todo[k : k + batch_size]])}
+        for ci, todo in enumerate(plans)
+        for k in range(0, len(todo), batch_size)
+    ]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_chunk(row: dict[str, Any], clips: Sequence[Clip], opts: KeyOptions) -> dict[str, Any]:
+    """Ray Data read stage: decode a chunk's frames; unreadable frames become errors, not exceptions."""
+    loader = _Loader(clips[int(row["clip"])], opts)
+    buf, ok, errors = io.BytesIO(), [], []
+    try:
+        for index in json.loads(row["frames"]):
+            try:
+                _, image, mask = loader(index)
+            except Exception as exc:
+                errors.append([index, _one_line(exc)])
+                continue
+            np.save(buf, image, allow_pickle=False)
+            np.save(buf, mask, allow_pickle=False)
+            ok.append(index)
+    finally:
+        loader.close()
+    return {"clip": row["clip"], "ok": json.dumps(ok), "data": buf.getvalue(), "errors": json.dumps(errors)}
+
+
+def _decode(data: bytes, indices: Sequence[int]) -> Iterator[LoadedFrame]:
+    buf = io.BytesIO(data)
+    for index in indices:
+        yield index, np.load(buf, allow_pickle=False), np.load(buf, allow_pickle=False)
+
+
+class KeyWorker:
+    """Ray Data actor: loads the engine once, then keys and writes chunks of frames."""
+
+    def __init__(
+        self, spec: EngineSpec, clips: Sequence[Clip], opts: KeyOptions, threads: int, exit_once: str = ""
+    ) -> None:
+        start = time.perf_counter()
+        if spec.device == "cpu":
+            import torch  # Ray gives each worker one thread; a CPU worker gets its share of the cores
+
+            torch.set_num_threads(threads)
+        self.engine = spec.load()
+        self.load_s = time.perf_counter() - start
+        self.clips, self.opts, self.exit_once = clips, opts, exit_once
+        self.writers = ThreadPoolExecutor(opts.write_threads, thread_name_prefix="ck-write")
+        self.reported = False
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        clip = self.clips[int(row["clip"])]
+        errors: list[list[Any]] = json.loads(row["errors"])
+        frames = list(_decode(row["data"], json.loads(row["ok"])))
+        done: set[int] = set()
+        try:
+            self._key(clip, frames, done)
+        except Exception:  # isolate the failing frame(s): key the rest one by one
+            for item in frames:
+                if item[0] not in done:
+                    try:
+                        self._key(clip, [item], done)
+                    except Exception as exc:
+                        errors.append([item[0], _one_line(exc)])
+        out = {
+            "clip": row["clip"],
+            "keyed": len(done),
+            "errors": json.dumps(errors),
+            "engine": "",
+            "load_s": 0.0,
+        }
+        if not self.reported:  # once per worker: what it loaded, and how long that took
+            from .cli import _describe_engine
+
+            out.update(engine=_describe_engine(self.engine), load_s=self.load_s)
+            self.reported = True
+        return out
+
+    def _key(self, clip: Clip, frames: Sequence[LoadedFrame], done: set[int]) -> None:
+        for indices, outputs in key_batches(self.engine, clip, self.opts, frames):
+            for index, frame_out in zip(indices, outputs, strict=True):
+                jobs = write_frame(self.writers, clip, self.opts, index, frame_out)
+                if self.exit_once:
+                    self._maybe_exit(clip, index, jobs[0][1])
+                for _, job in jobs:
+                    job.result()
+                done.add(index)
+
+    def _maybe_exit(self, clip: Clip, index: int, first: Any) -> None:
+        name, _, marker = self.exit_once.partition(":")
+        if clip.input.names[index] != name:
+            return
+        try:
+            Path(marker).open("x").close()
+        except FileExistsError:
+            return
+        first.result()
+        os._exit(17)
+
+
+@contextlib.contextmanager
+def quiet_native_logs(enabled: bool) -> Iterator[None]:
+    """Send what Ray's native code and the processes it starts write to file descriptor 2 into a file in
+    the temporary folder, while Python's ``sys.stderr`` (the progress bar, our messages) stays on the
+    terminal. Does nothing when not ``enabled`` (``--verbose``)."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd, path = tempfile.mkstemp(prefix="corridorkey-ray-", suffix=".log")
+    os.dup2(fd, 2)
+    os.close(fd)
+    old = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is old]
+    for h in handlers:
+        h.setStream(sys.stderr)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        for h in handlers:
+            h.setStream(old)  # type: ignore[attr-defined]
+        sys.stderr.close()
+        sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def connect(ray: Any, address: str, extra_cpus: int, verbose: bool) -> bool:
+    """Start a local cluster (``local``) on 127.0.0.1, or join ``auto`` / ``ray://host:port`` / ``host:port``.
+
+    A local cluster gets ``extra_cpus`` logical CPUs beyond the machine's, so the workers' reservations
+    never leave the read tasks without one. Returns True when this call started the cluster.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # one bar for the job: ours
+    ctx.print_on_execution_start = False
+    level = logging.INFO if verbose else logging.ERROR
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
+    if address == "local":
+        ray.init(
+            address="local",
+            num_cpus=(os.cpu_count() or 1) + extra_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **kwargs,
+        )
+    else:
+        ray.init(address=address, **kwargs)
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    return address == "local"
+
+
+def worker_layout(
+    device: str | None, cluster_gpus: float, workers: int | None, gpus_per_worker: float | None
+) -> tuple[str, int, float]:
+    """The workers' device, how many workers, and the GPUs each reserves.
+
+    Defaults: with CUDA (``cuda``, ``cuda:N`` or auto with GPUs in the cluster) one worker per GPU, each
+    reserving one; on the CPU one worker reserving none. Raises :class:`RayRunError` for CUDA on a
+    cluster without GPUs.
+    """
+    kind = (device or "auto").split(":")[0]
+    if kind == "cuda" and cluster_gpus <= 0:
+        raise RayRunError(f"--device {device}: the Ray cluster has no GPU; pass --device cpu")
+    if kind == "cuda" or (kind == "auto" and cluster_gpus > 0):
+        gpw = 1.0 if gpus_per_worker is None else gpus_per_worker
+        default = max(1, int(cluster_gpus // gpw)) if gpw > 0 else 1
+        return "cuda", workers or default, gpw
+    target = "cpu" if kind == "auto" else kind
+    return target, workers or 1, gpus_per_worker or 0.0
+
+
+def key_on_ray(
+    ray: Any,
+    clips: Sequence[Clip],
+    plans: Sequence[Sequence[int]],
+    opts: KeyOptions,
+    spec: EngineSpec,
+    workers: int,
+    gpus_per_worker: float,
+    on_frames: Callable[[int], None],
+    threads: int = 1,
+) -> RayRun:
+    """Run the read → key-and-write pipeline on the connected cluster; ``on_frames(n)`` as frames finish.
+
+    ``threads``: torch threads of each CPU worker."""
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    opts = replace(opts, pin_memory=False)
+    rows = work_rows(plans, opts.batch_size)
+    exit_once = os.environ.get(TEST_EXIT_ENV, "")
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # 0.5 CPU per read task, 1 per worker: different resources keep Ray Data from fusing the two stages.
+    ds = ds.map(read_chunk, fn_kwargs={"clips": list(clips), "opts": opts}, num_cpus=0.5)
+    ds = ds.map(
+        KeyWorker,
+        fn_constructor_kwargs={
+            "spec": spec,
+            "clips": list(clips),
+            "opts": opts,
+            "threads": threads,
+            "exit_once": exit_once,
+        },
+        compute=ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        num_gpus=gpus_per_worker or None,
+    )
+    run = RayRun(keyed=[0] * len(clips), workers=workers)
+    for row in ds.iter_rows():
+        ci = int(row["clip"])
+        run.keyed[ci] += int(row["keyed"])
+        run.failed.extend((ci, int(i), msg) for i, msg in json.loads(row["errors"]))
+        if row["engine"]:
+            run.engine, run.load_s = str(row["engine"]), max(run.load_s, float(row["load_s"]))
+        on_frames(int(row["keyed"]))
+    return run
+
+
+def sweep_temps(clips: Sequence[Clip], opts: KeyOptions) -> None:
+    """Remove temporary files a killed worker left in the output folders (after the job, never during)."""
+    for clip in clips:
+        for kind in opts.outputs:
+            fio.remove_stale_temps(clip.out_dir / OUTPUTS[kind].folder)
+
+
+def run_infer(
+    args: Any, roots: Sequence[Path], opts: KeyOptions, checkpoint_dir: Path, hub: Any, output: Path | None
+) -> int:
+    """``corridorkey infer --ray``: check clips, plan, fetch the checkpoint once, key on Ray, summarise.
+
+    Returns the exit status: 0, or 1 when a frame failed (each failure printed with its clip and frame).
+    """
+    from tqdm import tqdm
+
+    from .cli import PROG, _output_folders
+    from .pipeline import plan_frames, prepare_clip
+
+    if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
+        raise RayRunError(f"--ray-gpus-per-worker must be at least 0, got {args.ray_gpus_per_worker}")
+    ray = import_ray()
+    clips = [prepare_clip(c, opts, output) for c in roots]
+    plans = [plan_frames(c, opts) for c in clips]
+    total, frames = sum(len(p) for p in plans), sum(len(c) for c in clips)
+    if total == 0:
+        if not args.quiet:
+            print(
+                f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
+            )
+        return 0
+    import ckpt_formats
+
+    checkpoint_dir = Path(checkpoint_dir).resolve()  # workers on other nodes see the same absolute path
+    ckpt_formats.resolve(checkpoint_dir, hub=hub, safe_only=args.safe_only or None)  # fetch once, here
+    with quiet_native_logs(not args.verbose):
+        cluster_gpus = _local_gpus(args.device) if args.ray == "local" else None
+        device, workers, gpw = worker_layout(
+            args.device, cluster_gpus or 0.0, args.ray_workers, args.ray_gpus_per_worker
+        )
+        started = connect(ray, args.ray, extra_cpus=workers, verbose=args.verbose)
+        try:
+            if cluster_gpus is None:  # a cluster we joined: its GPUs decide the defaults
+                device, workers, gpw = worker_layout(
+                    args.device,
+                    ray.cluster_resources().get("GPU", 0.0),
+                    args.ray_workers,
+                    args.ray_gpus_per_worker,
+                )
+            spec = EngineSpec(
+                checkpoint_dir, device, args.precision, args.img_size, args.compile, args.safe_only or None
+            )
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+            bar.set_description(f"ray x{workers}")
+            for clip, todo in zip(clips, plans, strict=True):
+                if not args.quiet and len(todo) < len(clip):
+                    bar.write(
+                        f"{clip.name}: {len(clip) - len(todo)} of {len(clip)} frames already done, skipping them"
+                    )
+            start = time.perf_counter()
+            try:
+                run = key_on_ray(ray, clips, plans, opts, spec, workers, gpw, bar.update, threads)
+            except Exception as exc:
+                raise RayRunError(
+                    f"the Ray job failed ({_one_line(exc).splitlines()[0][:300]}); every written file is whole: "
+                    "rerun the same command to finish the rest"
+                ) from exc
+            finally:
+                bar.close()
+            seconds = time.perf_counter() - start
+        finally:
+            if started:
+                ray.shutdown()
+    sweep_temps(clips, opts)
+    keyed = sum(run.keyed)
+    if not args.quiet:
+        fps = keyed / seconds if seconds > 0 else float("inf")
+        print(
+            f"keyed {keyed} frames ({frames - total} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
+            f"{fps:.2f} frames/s (model load {run.load_s:.1f} s) on {workers} Ray worker(s)"
+        )
+        print(run.engine)
+        for clip, n in zip(clips, run.keyed, strict=True):
+            folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
+            print(f"outputs in {clip.out_dir}/: {folders} ({n} frame(s) keyed)")
+    for ci, index, message in sorted(run.failed):
+        clip = clips[ci]
+        print(f"{PROG}: error: {clip.name}: frame {clip.input.names[index]}: {message}", file=sys.stderr)
+    return 1 if run.failed else 0
+
+
+def _local_gpus(device: str | None) -> float:
+    """GPUs a local cluster will have (none are looked for with ``--device cpu``)."""
+    if device == "cpu":
+        return 0.0
+    import torch
+
+    return float(torch.cuda.device_count()) if torch.cuda.is_available() else 0.0
