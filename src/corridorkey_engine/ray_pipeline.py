@@ -1,19 +1,11 @@
 """Keying clips across the GPUs of a node or a cluster with Ray Data: ``corridorkey infer --ray``.
 
-The driver (the ``corridorkey`` process) checks every clip and lists the frames that are not done yet, by
-the local rules (:func:`~corridorkey_engine.pipeline.plan_frames`); it resolves the checkpoint once (so a
-hub download happens once, on the driver) and hands Ray Data one row per chunk of ``--batch-size`` frames:
-
-1. read: CPU tasks decode each chunk's input and hint frames (:class:`pipeline._Loader`, as locally);
-2. key and write: an actor pool, each actor loading the engine once through the registry
-   (:func:`~corridorkey_engine.engine.load_engine`), keys the frames with the local keying loop
-   (:func:`~corridorkey_engine.pipeline.key_batches`) and writes them with the local atomic writers
-   (:func:`~corridorkey_engine.pipeline.write_frame`) straight to the clip's output folders, which must be
-   on storage every node sees;
-3. only counts and per-frame errors come back to the driver.
-
-Ray restarts a worker that dies and retries its chunk (Ray Data's defaults: actors restart, tasks retry);
-a retried frame is rewritten atomically under the same names, so each output is present once and whole.
+The driver checks the clips, lists the frames not done yet (the local resume rules), resolves the checkpoint
+once (a hub download happens there, once) and gives Ray Data one row per chunk of ``--batch-size`` frames:
+CPU tasks read them (the local loader), an actor pool keys them (each actor loads the engine once through the
+registry) with the local keying loop and writes them with the local atomic writers straight into the output
+folders (storage every node sees); only counts and per-frame errors come back. Ray restarts a dead worker and
+retries its chunk (Ray Data's defaults); a retried frame is rewritten atomically under the same names.
 Ray is imported only here, only for ``--ray``.
 """
 
@@ -29,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +29,6 @@ import numpy as np
 
 from . import io as fio
 from .pipeline import OUTPUTS, Clip, KeyOptions, LoadedFrame, _Loader, key_batches, write_frame
-
-log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'ckpt-formats[ray]'"
 TEST_EXIT_ENV = "CORRIDORKEY_RAY_TEST_EXIT_ONCE"
@@ -51,14 +41,7 @@ class RayRunError(Exception):
 
 
 def import_ray() -> Any:
-    """Import Ray and Ray Data, or raise :class:`RayRunError` saying which extra to install.
-
-    Returns:
-        The ``ray`` module.
-
-    Raises:
-        RayRunError: Ray (with Ray Data) is not installed.
-    """
+    """The ``ray`` module, with Ray Data; :class:`RayRunError` naming the extra when it is missing."""
     try:
         import ray
         import ray.data
@@ -69,7 +52,8 @@ def import_ray() -> Any:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """How each worker loads its engine: the local ``load_engine`` arguments, minus the hub."""
+    """How each worker loads its engine: the local ``load_engine`` arguments (no hub: the driver fetched the
+    checkpoint, workers never download), and the torch threads of a CPU worker."""
 
     checkpoint_dir: Path
     device: str
@@ -77,19 +61,17 @@ class EngineSpec:
     img_size: int | None = None
     compile: bool = False
     safe_only: bool | None = None
+    cpu_threads: int = 1
 
     def load(self) -> Any:
+        import torch
+
         from .engine import load_engine
 
-        return load_engine(
-            self.checkpoint_dir,
-            device=self.device,
-            hub=None,  # the driver fetched it; workers never download
-            precision=self.precision,
-            img_size=self.img_size,
-            compile=self.compile,
-            safe_only=self.safe_only,
-        )
+        if self.device == "cpu":  # Ray gives a worker one thread; a local run's count gives its results
+            torch.set_num_threads(self.cpu_threads)
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)[1:-1]}
+        return load_engine(self.checkpoint_dir, hub=None, **kwargs)
 
 
 @dataclass
@@ -104,7 +86,7 @@ class RayRun:
 
 
 def work_rows(plans: Sequence[Sequence[int]], batch_size: int) -> list[dict[str, Any]]:
-    """One row per chunk of ``batch_size`` frames still to key, per clip, in order (as a local run batches)."""
+    """One row per chunk of ``batch_size`` frames to key, per clip, in order (batched as locally)."""
     return [
         {"clip": ci, "frames": json.dumps([int(i) for i in todo[k : k + batch_size]])}
         for ci, todo in enumerate(plans)
@@ -145,13 +127,9 @@ class KeyWorker:
     """Ray Data actor: loads the engine once, then keys and writes chunks of frames."""
 
     def __init__(
-        self, spec: EngineSpec, clips: Sequence[Clip], opts: KeyOptions, threads: int, exit_once: str = ""
+        self, spec: EngineSpec, clips: Sequence[Clip], opts: KeyOptions, exit_once: str = ""
     ) -> None:
         start = time.perf_counter()
-        if spec.device == "cpu":
-            import torch  # Ray gives each worker one thread; a CPU worker gets its share of the cores
-
-            torch.set_num_threads(threads)
         self.engine = spec.load()
         self.load_s = time.perf_counter() - start
         self.clips, self.opts, self.exit_once = clips, opts, exit_once
@@ -210,15 +188,13 @@ class KeyWorker:
 
 @contextlib.contextmanager
 def quiet_native_logs(enabled: bool) -> Iterator[None]:
-    """Send what Ray's native code and the processes it starts write to file descriptor 2 into a file in
-    the temporary folder, while Python's ``sys.stderr`` (the progress bar, our messages) stays on the
-    terminal. Does nothing when not ``enabled`` (``--verbose``)."""
+    """Send what Ray's native code, and the processes it starts, write to file descriptor 2 into a temporary
+    file (deleted after), while Python's ``sys.stderr`` (our bar and messages) stays on the terminal."""
     if not enabled:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
-    fd, path = tempfile.mkstemp(prefix="corridorkey-ray-", suffix=".log")
+    saved, (fd, path) = os.dup(2), tempfile.mkstemp(prefix="corridorkey-ray-", suffix=".log")
     os.dup2(fd, 2)
     os.close(fd)
     old = sys.stderr
@@ -236,16 +212,13 @@ def quiet_native_logs(enabled: bool) -> Iterator[None]:
         sys.stderr = old
         os.dup2(saved, 2)
         os.close(saved)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        os.unlink(path)
 
 
 def connect(ray: Any, address: str, extra_cpus: int, verbose: bool) -> bool:
-    """Start a local cluster (``local``) on 127.0.0.1, or join ``auto`` / ``ray://host:port`` / ``host:port``.
-
-    A local cluster gets ``extra_cpus`` logical CPUs beyond the machine's, so the workers' reservations
-    never leave the read tasks without one. Returns True when this call started the cluster.
-    """
+    """Start a local cluster (``local``; ``extra_cpus`` logical CPUs beyond the machine's, so the workers'
+    reservations never leave the read tasks without one), or join ``auto``, ``ray://host:port`` or
+    ``host:port``. Returns True when this call started the cluster."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -254,12 +227,9 @@ def connect(ray: Any, address: str, extra_cpus: int, verbose: bool) -> bool:
     level = logging.INFO if verbose else logging.ERROR
     kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
     if address == "local":
+        # No dashboard. Ray's own servers listen on the node's address (Ray maps 127.0.0.1 to it on purpose).
         ray.init(
-            address="local",
-            num_cpus=(os.cpu_count() or 1) + extra_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            **kwargs,
+            address="local", num_cpus=(os.cpu_count() or 1) + extra_cpus, include_dashboard=False, **kwargs
         )
     else:
         ray.init(address=address, **kwargs)
@@ -271,21 +241,24 @@ def connect(ray: Any, address: str, extra_cpus: int, verbose: bool) -> bool:
 def worker_layout(
     device: str | None, cluster_gpus: float, workers: int | None, gpus_per_worker: float | None
 ) -> tuple[str, int, float]:
-    """The workers' device, how many workers, and the GPUs each reserves.
-
-    Defaults: with CUDA (``cuda``, ``cuda:N`` or auto with GPUs in the cluster) one worker per GPU, each
-    reserving one; on the CPU one worker reserving none. Raises :class:`RayRunError` for CUDA on a
-    cluster without GPUs.
-    """
+    """The workers' device, how many workers, and the GPUs each reserves. Defaults: with CUDA (``cuda``,
+    ``cuda:N`` or auto on a cluster with GPUs) one worker per GPU; on the CPU one worker. Raises
+    :class:`RayRunError` when the cluster lacks the GPUs asked for."""
     kind = (device or "auto").split(":")[0]
     if kind == "cuda" and cluster_gpus <= 0:
         raise RayRunError(f"--device {device}: the Ray cluster has no GPU; pass --device cpu")
     if kind == "cuda" or (kind == "auto" and cluster_gpus > 0):
         gpw = 1.0 if gpus_per_worker is None else gpus_per_worker
         default = max(1, int(cluster_gpus // gpw)) if gpw > 0 else 1
-        return "cuda", workers or default, gpw
-    target = "cpu" if kind == "auto" else kind
-    return target, workers or 1, gpus_per_worker or 0.0
+        target, layout = "cuda", (workers or default, gpw)
+    else:
+        target, layout = ("cpu" if kind == "auto" else kind), (workers or 1, gpus_per_worker or 0.0)
+    if layout[1] > cluster_gpus:
+        raise RayRunError(
+            f"--ray-gpus-per-worker {layout[1]:g}: the Ray cluster has {cluster_gpus:g} GPU(s); "
+            "a worker could never start"
+        )
+    return target, *layout
 
 
 def key_on_ray(
@@ -297,11 +270,8 @@ def key_on_ray(
     workers: int,
     gpus_per_worker: float,
     on_frames: Callable[[int], None],
-    threads: int = 1,
 ) -> RayRun:
-    """Run the read → key-and-write pipeline on the connected cluster; ``on_frames(n)`` as frames finish.
-
-    ``threads``: torch threads of each CPU worker."""
+    """Run the read → key-and-write pipeline on the connected cluster; ``on_frames(n)`` as frames finish."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -313,13 +283,7 @@ def key_on_ray(
     ds = ds.map(read_chunk, fn_kwargs={"clips": list(clips), "opts": opts}, num_cpus=0.5)
     ds = ds.map(
         KeyWorker,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "clips": list(clips),
-            "opts": opts,
-            "threads": threads,
-            "exit_once": exit_once,
-        },
+        fn_constructor_kwargs={"spec": spec, "clips": list(clips), "opts": opts, "exit_once": exit_once},
         compute=ActorPoolStrategy(size=workers),
         num_cpus=1,
         num_gpus=gpus_per_worker or None,
@@ -351,56 +315,53 @@ def run_infer(
     """
     from tqdm import tqdm
 
-    from .cli import PROG, _output_folders
+    import ckpt_formats
+
+    from .cli import PROG
     from .pipeline import plan_frames, prepare_clip
 
     if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
-        raise RayRunError(f"--ray-gpus-per-worker must be at least 0, got {args.ray_gpus_per_worker}")
+        raise RayRunError(f"--ray-gpus-per-worker must be at least 0, got {args.ray_gpus_per_worker:g}")
     ray = import_ray()
     clips = [prepare_clip(c, opts, output) for c in roots]
     plans = [plan_frames(c, opts) for c in clips]
     total, frames = sum(len(p) for p in plans), sum(len(c) for c in clips)
     if total == 0:
         if not args.quiet:
-            print(
-                f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
-            )
+            done = f"all {frames} frames of {len(clips)} clip(s) are done"
+            print(f"nothing to do: {done} (--overwrite redoes them)")
         return 0
-    import ckpt_formats
-
     checkpoint_dir = Path(checkpoint_dir).resolve()  # workers on other nodes see the same absolute path
     ckpt_formats.resolve(checkpoint_dir, hub=hub, safe_only=args.safe_only or None)  # fetch once, here
+    import torch
+
+    threads = torch.get_num_threads()  # what a local run uses; CPU workers use as many (the same sums)
+
+    layout = (args.device, args.ray_workers, args.ray_gpus_per_worker)
     with quiet_native_logs(not args.verbose):
-        cluster_gpus = _local_gpus(args.device) if args.ray == "local" else None
-        device, workers, gpw = worker_layout(
-            args.device, cluster_gpus or 0.0, args.ray_workers, args.ray_gpus_per_worker
-        )
+        local_gpus = _local_gpus(args.device) if args.ray == "local" else None
+        device, workers, gpw = worker_layout(layout[0], local_gpus or 0.0, *layout[1:])
         started = connect(ray, args.ray, extra_cpus=workers, verbose=args.verbose)
         try:
-            if cluster_gpus is None:  # a cluster we joined: its GPUs decide the defaults
+            if local_gpus is None:  # a cluster we joined: its GPUs decide the defaults
                 device, workers, gpw = worker_layout(
-                    args.device,
-                    ray.cluster_resources().get("GPU", 0.0),
-                    args.ray_workers,
-                    args.ray_gpus_per_worker,
+                    layout[0], ray.cluster_resources().get("GPU", 0.0), *layout[1:]
                 )
             spec = EngineSpec(
-                checkpoint_dir, device, args.precision, args.img_size, args.compile, args.safe_only or None
+                checkpoint_dir, device, args.precision, args.img_size, args.compile, args.safe_only, threads
             )
-            threads = max(1, (os.cpu_count() or 1) // workers)
             bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
             bar.set_description(f"ray x{workers}")
             for clip, todo in zip(clips, plans, strict=True):
                 if not args.quiet and len(todo) < len(clip):
-                    bar.write(
-                        f"{clip.name}: {len(clip) - len(todo)} of {len(clip)} frames already done, skipping them"
-                    )
+                    skipped = len(clip) - len(todo)
+                    bar.write(f"{clip.name}: {skipped} of {len(clip)} frames already done, skipping them")
             start = time.perf_counter()
             try:
-                run = key_on_ray(ray, clips, plans, opts, spec, workers, gpw, bar.update, threads)
+                run = key_on_ray(ray, clips, plans, opts, spec, workers, gpw, bar.update)
             except Exception as exc:
                 raise RayRunError(
-                    f"the Ray job failed ({_one_line(exc).splitlines()[0][:300]}); every written file is whole: "
+                    f"the Ray job failed ({_one_line(exc)[:300]}); every written file is whole: "
                     "rerun the same command to finish the rest"
                 ) from exc
             finally:
@@ -410,21 +371,28 @@ def run_infer(
             if started:
                 ray.shutdown()
     sweep_temps(clips, opts)
-    keyed = sum(run.keyed)
     if not args.quiet:
-        fps = keyed / seconds if seconds > 0 else float("inf")
-        print(
-            f"keyed {keyed} frames ({frames - total} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
-            f"{fps:.2f} frames/s (model load {run.load_s:.1f} s) on {workers} Ray worker(s)"
-        )
-        print(run.engine)
-        for clip, n in zip(clips, run.keyed, strict=True):
-            folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
-            print(f"outputs in {clip.out_dir}/: {folders} ({n} frame(s) keyed)")
+        _summary(clips, opts, run, frames - total, seconds)
     for ci, index, message in sorted(run.failed):
         clip = clips[ci]
         print(f"{PROG}: error: {clip.name}: frame {clip.input.names[index]}: {message}", file=sys.stderr)
     return 1 if run.failed else 0
+
+
+def _summary(clips: Sequence[Clip], opts: KeyOptions, run: RayRun, skipped: int, seconds: float) -> None:
+    """The local run's summary lines, with the workers and each clip's count."""
+    from .cli import _output_folders
+
+    keyed = sum(run.keyed)
+    fps = keyed / seconds if seconds > 0 else float("inf")
+    print(
+        f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
+        f"{fps:.2f} frames/s (model load {run.load_s:.1f} s) on {run.workers} Ray worker(s)"
+    )
+    print(run.engine)
+    folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
+    for clip, n in zip(clips, run.keyed, strict=True):
+        print(f"outputs in {clip.out_dir}/: {folders} ({n} frame(s) keyed)")
 
 
 def _local_gpus(device: str | None) -> float:
