@@ -204,13 +204,15 @@ def test_gpus_per_worker_beyond_the_cluster_is_refused(tmp_path: Path, ckpt_dir:
 
 
 @pytest.mark.slow
-def test_killed_worker_costs_only_a_retry(tmp_path: Path, ckpt_dir: Path, cluster: str) -> None:
-    """The worker exits (``os._exit``) after writing frame f_002's first output: Ray restarts it, the chunk
-    is retried, and the clip ends whole, each frame once, equal to a local run."""
+@pytest.mark.parametrize("stage", ["key", "write"])
+def test_killed_worker_costs_only_a_retry(tmp_path: Path, ckpt_dir: Path, cluster: str, stage: str) -> None:
+    """A worker process exits (``os._exit``) on frame f_002: the engine worker (actor) after keying it, or
+    the write task after its first output file. Ray restarts it and retries the chunk; the clip ends whole,
+    each frame once, equal to a local run."""
     clip, ref = clip_pair(tmp_path, "sh030", 5)
     marker = tmp_path / "worker-exited"
     ok(infer(ref, ckpt_dir, "-q"))
-    env = {"CORRIDORKEY_RAY_TEST_EXIT_ONCE": f"f_002:{marker}"}
+    env = {"CORRIDORKEY_RAY_TEST_EXIT_ONCE": f"{stage}:f_002:{marker}"}
     proc = ok(infer(clip, ckpt_dir, "--ray", cluster, env=env))
     assert marker.exists(), "the worker never exited: the fault was not injected"
     assert "keyed 5 frames (0 skipped)" in proc.stdout

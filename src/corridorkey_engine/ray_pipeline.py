@@ -32,8 +32,9 @@ from .pipeline import OUTPUTS, Clip, KeyOptions, LoadedFrame, _Loader, key_batch
 
 INSTALL_HINT = "pip install 'ckpt-formats[ray]'"
 TEST_EXIT_ENV = "CORRIDORKEY_RAY_TEST_EXIT_ONCE"
-"""Test hook, never set in production: ``FRAME:MARKER`` makes the worker that writes frame ``FRAME`` exit
-(``os._exit``) after its first output, once: the first worker to get there creates the file ``MARKER``."""
+"""Test hook, never set in production: ``key:FRAME:MARKER`` makes the worker keying frame ``FRAME`` exit
+(``os._exit``) once, ``write:FRAME:MARKER`` the task writing it, after its first output; whoever gets
+there first creates the file ``MARKER``, and no one exits once it exists."""
 
 
 class RayRunError(Exception):
@@ -98,65 +99,88 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _pack(arrays: Iterator[np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    for array in arrays:
+        np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes, count: int) -> list[np.ndarray]:
+    buf = io.BytesIO(data)
+    return [np.load(buf, allow_pickle=False) for _ in range(count)]
+
+
+RESULT_OF = {"matte": "alpha", "fg": "fg", "processed": "processed", "comp": "comp"}
+"""The engine result each output is written from (what the key stage sends to the write stage)."""
+
+
+def _test_exit(hook: str, stage: str, clip: Clip, index: int) -> None:
+    """The :data:`TEST_EXIT_ENV` hook: exit this worker process, once, at ``stage`` of the named frame."""
+    at, name, marker = [*hook.split(":", 2), "", ""][:3]
+    if at == stage and clip.input.names[index] == name:
+        with contextlib.suppress(FileExistsError):
+            Path(marker).open("x").close()
+            os._exit(17)
+
+
 def read_chunk(row: dict[str, Any], clips: Sequence[Clip], opts: KeyOptions) -> dict[str, Any]:
-    """Ray Data read stage: decode a chunk's frames; unreadable frames become errors, not exceptions."""
-    loader = _Loader(clips[int(row["clip"])], opts)
-    buf, ok, errors = io.BytesIO(), [], []
+    """Read stage (CPU tasks): decode a chunk's frames; unreadable frames become errors, not exceptions."""
+    loader, loaded, errors = _Loader(clips[int(row["clip"])], opts), [], []
     try:
         for index in json.loads(row["frames"]):
             try:
-                _, image, mask = loader(index)
+                loaded.append(loader(index))
             except Exception as exc:
                 errors.append([index, _one_line(exc)])
-                continue
-            np.save(buf, image, allow_pickle=False)
-            np.save(buf, mask, allow_pickle=False)
-            ok.append(index)
     finally:
         loader.close()
-    return {"clip": row["clip"], "ok": json.dumps(ok), "data": buf.getvalue(), "errors": json.dumps(errors)}
-
-
-def _decode(data: bytes, indices: Sequence[int]) -> Iterator[LoadedFrame]:
-    buf = io.BytesIO(data)
-    for index in indices:
-        yield index, np.load(buf, allow_pickle=False), np.load(buf, allow_pickle=False)
+    data = _pack(a for _, image, mask in loaded for a in (image, mask))
+    return {
+        "clip": row["clip"],
+        "frames": json.dumps([i for i, _, _ in loaded]),
+        "data": data,
+        "errors": json.dumps(errors),
+    }
 
 
 class KeyWorker:
-    """Ray Data actor: loads the engine once, then keys and writes chunks of frames."""
+    """Key stage (the actor pool): loads the engine once, then keys chunks of frames with the local keying
+    loop; a frame that fails is keyed alone again, then reported."""
 
     def __init__(
-        self, spec: EngineSpec, clips: Sequence[Clip], opts: KeyOptions, exit_once: str = ""
+        self, spec: EngineSpec, clips: Sequence[Clip], opts: KeyOptions, exit_hook: str = ""
     ) -> None:
         start = time.perf_counter()
         self.engine = spec.load()
         self.load_s = time.perf_counter() - start
-        self.clips, self.opts, self.exit_once = clips, opts, exit_once
-        self.writers = ThreadPoolExecutor(opts.write_threads, thread_name_prefix="ck-write")
+        self.clips, self.opts, self.exit_hook = clips, opts, exit_hook
         self.reported = False
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        clip = self.clips[int(row["clip"])]
+        clip, indices = self.clips[int(row["clip"])], json.loads(row["frames"])
         errors: list[list[Any]] = json.loads(row["errors"])
-        frames = list(_decode(row["data"], json.loads(row["ok"])))
-        done: set[int] = set()
+        arrays = _unpack(row["data"], 2 * len(indices))
+        frames = [(i, arrays[2 * k], arrays[2 * k + 1]) for k, i in enumerate(indices)]
+        keyed: dict[int, dict[str, np.ndarray]] = {}
         try:
-            self._key(clip, frames, done)
-        except Exception:  # isolate the failing frame(s): key the rest one by one
+            self._key(clip, frames, keyed)
+        except Exception:  # isolate the failing frame(s)
             for item in frames:
-                if item[0] not in done:
-                    try:
-                        self._key(clip, [item], done)
-                    except Exception as exc:
-                        errors.append([item[0], _one_line(exc)])
+                try:
+                    if item[0] not in keyed:
+                        self._key(clip, [item], keyed)
+                except Exception as exc:
+                    errors.append([item[0], _one_line(exc)])
+        results = [RESULT_OF[kind] for kind in self.opts.outputs]
+        data = _pack(keyed[i][r] for i in keyed for r in results)
         out = {
             "clip": row["clip"],
-            "keyed": len(done),
+            "frames": json.dumps(list(keyed)),
+            "data": data,
             "errors": json.dumps(errors),
-            "engine": "",
-            "load_s": 0.0,
         }
+        out.update(engine="", load_s=0.0)
         if not self.reported:  # once per worker: what it loaded, and how long that took
             from .cli import _describe_engine
 
@@ -164,26 +188,44 @@ class KeyWorker:
             self.reported = True
         return out
 
-    def _key(self, clip: Clip, frames: Sequence[LoadedFrame], done: set[int]) -> None:
+    def _key(
+        self, clip: Clip, frames: Sequence[LoadedFrame], keyed: dict[int, dict[str, np.ndarray]]
+    ) -> None:
         for indices, outputs in key_batches(self.engine, clip, self.opts, frames):
             for index, frame_out in zip(indices, outputs, strict=True):
-                jobs = write_frame(self.writers, clip, self.opts, index, frame_out)
-                if self.exit_once:
-                    self._maybe_exit(clip, index, jobs[0][1])
+                if self.exit_hook:
+                    _test_exit(self.exit_hook, "key", clip, index)
+                keyed[index] = frame_out
+
+
+def write_chunk(
+    row: dict[str, Any], clips: Sequence[Clip], opts: KeyOptions, exit_hook: str
+) -> dict[str, Any]:
+    """Write stage (CPU tasks): the local atomic writers, the outputs of a frame in parallel."""
+    clip, indices = clips[int(row["clip"])], json.loads(row["frames"])
+    errors: list[list[Any]] = json.loads(row["errors"])
+    results = [RESULT_OF[kind] for kind in opts.outputs]
+    arrays = iter(_unpack(row["data"], len(results) * len(indices)))
+    written = 0
+    with ThreadPoolExecutor(len(results), thread_name_prefix="ck-write") as writers:
+        for index in indices:
+            jobs = write_frame(writers, clip, opts, index, {r: next(arrays) for r in results})
+            try:
+                jobs[0][1].result()
+                if exit_hook:
+                    _test_exit(exit_hook, "write", clip, index)
                 for _, job in jobs:
                     job.result()
-                done.add(index)
-
-    def _maybe_exit(self, clip: Clip, index: int, first: Any) -> None:
-        name, _, marker = self.exit_once.partition(":")
-        if clip.input.names[index] != name:
-            return
-        try:
-            Path(marker).open("x").close()
-        except FileExistsError:
-            return
-        first.result()
-        os._exit(17)
+                written += 1
+            except Exception as exc:
+                errors.append([index, _one_line(exc)])
+    return {
+        "clip": row["clip"],
+        "keyed": written,
+        "errors": json.dumps(errors),
+        "engine": row["engine"],
+        "load_s": row["load_s"],
+    }
 
 
 @contextlib.contextmanager
@@ -277,17 +319,18 @@ def key_on_ray(
 
     opts = replace(opts, pin_memory=False)
     rows = work_rows(plans, opts.batch_size)
-    exit_once = os.environ.get(TEST_EXIT_ENV, "")
+    hook = os.environ.get(TEST_EXIT_ENV, "")
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    # 0.5 CPU per read task, 1 per worker: different resources keep Ray Data from fusing the two stages.
+    # Tasks reserve half a CPU, workers one: different resources keep Ray Data from fusing the stages.
     ds = ds.map(read_chunk, fn_kwargs={"clips": list(clips), "opts": opts}, num_cpus=0.5)
     ds = ds.map(
         KeyWorker,
-        fn_constructor_kwargs={"spec": spec, "clips": list(clips), "opts": opts, "exit_once": exit_once},
+        fn_constructor_kwargs={"spec": spec, "clips": list(clips), "opts": opts, "exit_hook": hook},
         compute=ActorPoolStrategy(size=workers),
         num_cpus=1,
         num_gpus=gpus_per_worker or None,
     )
+    ds = ds.map(write_chunk, fn_kwargs={"clips": list(clips), "opts": opts, "exit_hook": hook}, num_cpus=0.5)
     run = RayRun(keyed=[0] * len(clips), workers=workers)
     for row in ds.iter_rows():
         ci = int(row["clip"])

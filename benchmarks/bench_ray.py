@@ -1,0 +1,146 @@
+"""What ``corridorkey infer --ray`` costs over a local run, and what a second worker buys.
+
+One invocation keys the same generated clip(s) with the same checkpoint, device and settings, four ways,
+each the real ``corridorkey infer`` console script in a subprocess (``--overwrite``):
+
+- **local**: a plain run;
+- **ray 1 (start)**: ``--ray`` with one worker, starting a Ray cluster for the run (as a user on a
+  workstation would);
+- **ray 1 (joined)** and **ray 2 (joined)**: ``--ray ADDRESS`` with one and two workers, joining a cluster
+  this script starts once (as on a farm, where the cluster is already up).
+
+For each it prints the whole command's wall time and the keying time from its summary (frames keyed /
+seconds keying: model load and, for Ray, cluster start and worker start-up excluded). Ratios:
+
+- **overhead**: ray 1 worker / local, on wall time and on keying time (goal: at most 1.15 on a 48-frame clip);
+- **scaling**: 2 workers / 1 worker on keying frames/s (about 2 with two GPUs; on a CPU-only machine the two
+  workers share its cores, so expect about 1).
+
+The runs are repeated ``--repeats`` times, interleaved; the best (least disturbed) of each is the headline.
+
+    .venv/bin/python benchmarks/bench_ray.py                                   # small model, CPU
+    .venv/bin/python benchmarks/bench_ray.py --model v1 --img-size 2048 --size 1080x1920 --device cuda
+
+Without ``--checkpoint-dir`` the checkpoint is random weights written to a temporary folder: ``--model
+small`` (default: a small Hiera, milliseconds per frame on a CPU) or ``--model v1`` (the published v1.0
+shape, Hiera Base+: the real model's compute per frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import _size, write_checkpoint, write_clip
+
+SMALL = {"encoder_kwargs": {"embed_dim": 16, "num_heads": 1, "stages": (1, 2, 2, 1)}, "decoder_dim": 32}
+
+
+def write_small_checkpoint(folder: Path, img_size: int) -> None:
+    """Random weights of a small GreenFormer (a 16-wide Hiera) at ``img_size``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from corridorkey_engine.config import GreenFormerConfig
+    from corridorkey_engine.model import GreenFormer
+
+    config = GreenFormerConfig(img_size=img_size, refiner_channels=16, **SMALL)
+    torch.manual_seed(0)
+    state = {k: v.detach().contiguous() for k, v in GreenFormer(config).state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"), metadata=config.to_metadata())
+
+
+def run(args: argparse.Namespace, clips: list[Path], ckpt: Path, *extra: str) -> tuple[float, float, int]:
+    """Run ``corridorkey infer`` once; returns (wall seconds, keying seconds, frames keyed)."""
+    exe = Path(sys.executable).with_name("corridorkey")
+    cmd = [str(exe), "infer", *map(str, clips), "--checkpoint-dir", str(ckpt), "--overwrite"]
+    cmd += ["--img-size", str(args.img_size), *extra]
+    if args.device:
+        cmd += ["--device", args.device]
+    if args.precision:
+        cmd += ["--precision", args.precision]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    match = re.search(r"keyed (\d+) frames .* in ([\d.]+) s:", proc.stdout)
+    if not match:
+        raise SystemExit(f"no summary in the output:\n{proc.stdout}")
+    return wall, float(match.group(2)), int(match.group(1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=48, help="frames per clip (48)")
+    p.add_argument("--clips", type=int, default=1, help="clips (1)")
+    p.add_argument("--size", type=_size, default=(270, 480), help="frame HxW (270x480)")
+    p.add_argument("--model", choices=["small", "v1"], default="small")
+    p.add_argument("--img-size", type=int, default=256, help="model resolution (256)")
+    p.add_argument("--checkpoint-dir", type=Path, help="default: random weights of --model")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--precision", default=None)
+    p.add_argument("--repeats", type=int, default=2, help="interleaved runs of each (2)")
+    args = p.parse_args()
+    os.environ.setdefault("CORRIDORKEY_DEVICE", args.device)
+
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="ck-bench-ray-") as tmp:
+        tmpdir = Path(tmp)
+        clips = [tmpdir / f"sh{(i + 1) * 10:03d}" for i in range(args.clips)]
+        for clip in clips:
+            write_clip(clip, args.frames, args.size, exr_input=False)
+        ckpt = args.checkpoint_dir or tmpdir / "ckpt"
+        if args.checkpoint_dir is None:
+            (write_small_checkpoint if args.model == "small" else write_checkpoint)(ckpt, args.img_size)
+        cpus = (os.cpu_count() or 1) + 2  # room for the read tasks beside two workers
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)  # fmt: skip
+        address = ray.get_runtime_context().gcs_address
+        ways = {
+            "local": (),
+            "ray 1 (start)": ("--ray", "--ray-workers", "1"),
+            "ray 1 (joined)": ("--ray", address, "--ray-workers", "1"),
+            "ray 2 (joined)": ("--ray", address, "--ray-workers", "2"),
+        }
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in ways}
+        try:
+            for _ in range(args.repeats):
+                for name, extra in ways.items():
+                    results[name].append(run(args, clips, ckpt, *extra))
+        finally:
+            ray.shutdown()
+
+    h, w = args.size
+    frames = args.frames * args.clips
+    print(
+        f"{args.clips} clip(s) x {args.frames} PNG frames {w}x{h}, model {args.model} at img_size "
+        f"{args.img_size}, device {args.device}, {os.cpu_count()} CPUs, best of {args.repeats}"
+    )
+    best = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in results.items()}
+    print(f"{'run':16} {'wall s':>8} {'keying s':>9} {'keying frames/s':>16}")
+    for name, (wall, keying) in best.items():
+        print(f"{name:16} {wall:8.2f} {keying:9.2f} {frames / keying:16.2f}")
+    local_wall, local_key = best["local"]
+    for name in ("ray 1 (start)", "ray 1 (joined)"):
+        wall, keying = best[name]
+        print(
+            f"overhead {name} / local: wall {wall / local_wall:.2f}x, keying {keying / local_key:.2f}x "
+            f"(+{(keying - local_key) / frames * 1000:.1f} ms per frame keying)  (goal <= 1.15x)"
+        )
+    one, two = best["ray 1 (joined)"][1], best["ray 2 (joined)"][1]
+    print(f"scaling 2 workers / 1 worker: {one / two:.2f}x keying frames/s")
+
+
+if __name__ == "__main__":
+    main()
