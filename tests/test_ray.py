@@ -272,3 +272,39 @@ def test_failing_frame_is_reported_and_the_others_complete(
         assert fio.output_complete(path)
         if path.suffix == ".png":
             assert path.read_bytes() == want[name].read_bytes(), name
+
+
+def test_a_frame_that_fails_to_key_is_reported_and_its_batch_mates_are_keyed(
+    tmp_path: Path, ckpt_dir: Path
+) -> None:
+    """The key and write stages in-process (no cluster): an engine call that fails on one frame of a batch
+    (as a CUDA out-of-memory would) costs that frame only; the batch's other frames are keyed alone and
+    written, equal to the engine's own result."""
+    import torch
+
+    from corridorkey_engine.pipeline import KeyOptions, engine_kwargs, prepare_clip
+    from corridorkey_engine.ray_pipeline import EngineSpec, KeyWorker, read_chunk, write_chunk
+
+    opts = KeyOptions(batch_size=3, outputs=("comp",))
+    clip = prepare_clip(make_clip(tmp_path / "sh060", ["f_000", "f_001", "f_002"]), opts)
+    spec = EngineSpec(ckpt_dir, "cpu", img_size=TINY_IMG_SIZE, cpu_threads=torch.get_num_threads())
+    worker = KeyWorker(spec, [clip], opts)
+    engine, bad = worker.engine, fio.as_rgb(fio.read_image(clip.input.paths[1]))
+
+    class FailsOnFrame1:
+        def process_frame(self, image, mask, **kw):
+            if any(np.array_equal(one, bad) for one in (image if image.ndim == 4 else [image])):
+                raise RuntimeError("CUDA out of memory (injected by the test)")
+            return engine.process_frame(image, mask, **kw)
+
+    worker.engine = FailsOnFrame1()
+    out = write_chunk(worker(read_chunk(work_rows([[0, 1, 2]], 3)[0], [clip], opts)), [clip], opts, "")
+    assert out["keyed"] == 2
+    assert out["errors"] == '[[1, "CUDA out of memory (injected by the test)"]]'
+    assert sorted(p.name for p in (clip.root / "Comp").iterdir()) == ["f_000.png", "f_002.png"]
+    for i in (0, 2):
+        image = fio.as_rgb(fio.read_image(clip.input.paths[i]))
+        mask = fio.as_mask(fio.read_image(clip.hint.paths[i]))
+        want = fio.to_uint8(engine.process_frame(image, mask, **engine_kwargs(clip, opts))["comp"])
+        got = fio.read_image(clip.root / "Comp" / f"f_00{i}.png")
+        np.testing.assert_array_equal(fio.to_uint8(got), want)

@@ -1,12 +1,12 @@
 """Keying clips across the GPUs of a node or a cluster with Ray Data: ``corridorkey infer --ray``.
 
 The driver checks the clips, lists the frames not done yet (the local resume rules), resolves the checkpoint
-once (a hub download happens there, once) and gives Ray Data one row per chunk of ``--batch-size`` frames:
-CPU tasks read them (the local loader), an actor pool keys them (each actor loads the engine once through the
-registry) with the local keying loop and writes them with the local atomic writers straight into the output
-folders (storage every node sees); only counts and per-frame errors come back. Ray restarts a dead worker and
-retries its chunk (Ray Data's defaults); a retried frame is rewritten atomically under the same names.
-Ray is imported only here, only for ``--ray``.
+once (a hub download happens there, once) and gives Ray Data one row per chunk of ``--batch-size`` frames.
+CPU tasks read them (the local loader); an actor pool keys them (each actor loads the engine once through the
+registry) with the local keying loop; CPU tasks write them with the local atomic writers straight into the
+output folders (storage every node sees). Only counts and per-frame errors come back to the driver. Ray
+restarts a dead worker and retries its chunk (Ray Data's defaults); a retried frame is rewritten atomically
+under the same names. Ray is imported only here, only for ``--ray``.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _chunk(clip: Any, frames: list[int], data: bytes, errors: list[Any]) -> dict[str, Any]:
+    return {"clip": clip, "frames": json.dumps(frames), "data": data, "errors": json.dumps(errors)}
+
+
 def _pack(arrays: Iterator[np.ndarray]) -> bytes:
     buf = io.BytesIO()
     for array in arrays:
@@ -136,12 +140,7 @@ def read_chunk(row: dict[str, Any], clips: Sequence[Clip], opts: KeyOptions) -> 
     finally:
         loader.close()
     data = _pack(a for _, image, mask in loaded for a in (image, mask))
-    return {
-        "clip": row["clip"],
-        "frames": json.dumps([i for i, _, _ in loaded]),
-        "data": data,
-        "errors": json.dumps(errors),
-    }
+    return _chunk(row["clip"], [i for i, _, _ in loaded], data, errors)
 
 
 class KeyWorker:
@@ -154,6 +153,9 @@ class KeyWorker:
         start = time.perf_counter()
         self.engine = spec.load()
         self.load_s = time.perf_counter() - start
+        from .cli import _describe_engine
+
+        self.description = _describe_engine(self.engine)
         self.clips, self.opts, self.exit_hook = clips, opts, exit_hook
         self.reported = False
 
@@ -174,17 +176,9 @@ class KeyWorker:
                     errors.append([item[0], _one_line(exc)])
         results = [RESULT_OF[kind] for kind in self.opts.outputs]
         data = _pack(keyed[i][r] for i in keyed for r in results)
-        out = {
-            "clip": row["clip"],
-            "frames": json.dumps(list(keyed)),
-            "data": data,
-            "errors": json.dumps(errors),
-        }
-        out.update(engine="", load_s=0.0)
+        out = {**_chunk(row["clip"], list(keyed), data, errors), "engine": "", "load_s": 0.0}
         if not self.reported:  # once per worker: what it loaded, and how long that took
-            from .cli import _describe_engine
-
-            out.update(engine=_describe_engine(self.engine), load_s=self.load_s)
+            out.update(engine=self.description, load_s=self.load_s)
             self.reported = True
         return out
 
@@ -219,13 +213,8 @@ def write_chunk(
                 written += 1
             except Exception as exc:
                 errors.append([index, _one_line(exc)])
-    return {
-        "clip": row["clip"],
-        "keyed": written,
-        "errors": json.dumps(errors),
-        "engine": row["engine"],
-        "load_s": row["load_s"],
-    }
+    report = {k: row[k] for k in ("clip", "engine", "load_s")}
+    return {**report, "keyed": written, "errors": json.dumps(errors)}
 
 
 @contextlib.contextmanager
@@ -242,12 +231,11 @@ def quiet_native_logs(enabled: bool) -> Iterator[None]:
     old = sys.stderr
     sys.stderr = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is old]
-    for h in handlers:
-        h.setStream(sys.stderr)  # type: ignore[attr-defined]
     try:
+        for h in handlers:
+            h.setStream(sys.stderr)  # type: ignore[attr-defined]
         yield
     finally:
-        sys.stderr.flush()
         for h in handlers:
             h.setStream(old)  # type: ignore[attr-defined]
         sys.stderr.close()
@@ -380,16 +368,12 @@ def run_infer(
 
     threads = torch.get_num_threads()  # what a local run uses; CPU workers use as many (the same sums)
 
-    layout = (args.device, args.ray_workers, args.ray_gpus_per_worker)
     with quiet_native_logs(not args.verbose):
-        local_gpus = _local_gpus(args.device) if args.ray == "local" else None
-        device, workers, gpw = worker_layout(layout[0], local_gpus or 0.0, *layout[1:])
-        started = connect(ray, args.ray, extra_cpus=workers, verbose=args.verbose)
-        try:
-            if local_gpus is None:  # a cluster we joined: its GPUs decide the defaults
-                device, workers, gpw = worker_layout(
-                    layout[0], ray.cluster_resources().get("GPU", 0.0), *layout[1:]
-                )
+        started = connect(ray, args.ray, extra_cpus=args.ray_workers or 1, verbose=args.verbose)
+        try:  # the cluster's GPUs decide the defaults
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            layout = worker_layout(args.device, gpus, args.ray_workers, args.ray_gpus_per_worker)
+            device, workers, gpw = layout
             spec = EngineSpec(
                 checkpoint_dir, device, args.precision, args.img_size, args.compile, args.safe_only, threads
             )
@@ -436,12 +420,3 @@ def _summary(clips: Sequence[Clip], opts: KeyOptions, run: RayRun, skipped: int,
     folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
     for clip, n in zip(clips, run.keyed, strict=True):
         print(f"outputs in {clip.out_dir}/: {folders} ({n} frame(s) keyed)")
-
-
-def _local_gpus(device: str | None) -> float:
-    """GPUs a local cluster will have (none are looked for with ``--device cpu``)."""
-    if device == "cpu":
-        return 0.0
-    import torch
-
-    return float(torch.cuda.device_count()) if torch.cuda.is_available() else 0.0
