@@ -31,6 +31,7 @@ from . import io as fio
 from .pipeline import OUTPUTS, Clip, KeyOptions, LoadedFrame, _Loader, key_batches, write_frame
 
 INSTALL_HINT = "pip install 'ckpt-formats[ray]'"
+RESUME = "every written file is whole: rerun the same command to finish the rest"
 TEST_EXIT_ENV = "CORRIDORKEY_RAY_TEST_EXIT_ONCE"
 """Test hook, never set in production: ``key:FRAME:MARKER`` makes the worker keying frame ``FRAME`` exit
 (``os._exit``) once, ``write:FRAME:MARKER`` the task writing it, after its first output; whoever gets
@@ -387,10 +388,11 @@ def run_infer(
             try:
                 run = key_on_ray(ray, clips, plans, opts, spec, workers, gpw, bar.update)
             except Exception as exc:
-                raise RayRunError(
-                    f"the Ray job failed ({_one_line(exc)[:300]}); every written file is whole: "
-                    "rerun the same command to finish the rest"
-                ) from exc
+                raise RayRunError(f"the Ray job failed ({_one_line(exc)[:300]}); {RESUME}") from exc
+            except KeyboardInterrupt:
+                bar.close()
+                print(f"{PROG}: interrupted after {bar.n} frame(s); {RESUME}", file=sys.stderr)
+                return 130
             finally:
                 bar.close()
             seconds = time.perf_counter() - start
