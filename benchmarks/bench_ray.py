@@ -4,26 +4,26 @@ One invocation keys the same generated clip(s) with the same checkpoint, device 
 each the real ``corridorkey infer`` console script in a subprocess (``--overwrite``):
 
 - **local**: a plain run;
-- **ray 1 (start)**: ``--ray`` with one worker, starting a Ray cluster for the run (as a user on a
-  workstation would);
+- **ray 1 (start)**: ``--ray`` with one worker, starting a Ray cluster for the run (as on a workstation);
 - **ray 1 (joined)** and **ray 2 (joined)**: ``--ray ADDRESS`` with one and two workers, joining a cluster
   this script starts once (as on a farm, where the cluster is already up).
 
-For each it prints the whole command's wall time and the keying time from its summary (frames keyed /
-seconds keying: model load and, for Ray, cluster start and worker start-up excluded). Ratios:
+Each way keys a clip of ``--frames`` frames (48) and one of ``--short`` frames (8), so its wall time splits
+into a fixed start-up (cluster, worker and model start) and a per-frame time (the slope between the two):
 
-- **overhead**: ray 1 worker / local, on wall time and on keying time (goal: at most 1.15 on a 48-frame clip);
-- **scaling**: 2 workers / 1 worker on keying frames/s (about 2 with two GPUs; on a CPU-only machine the two
-  workers share its cores, so expect about 1).
+- **overhead**: ray 1 worker / local, on the whole command's wall time for the long clip (goal: at most 1.15
+  on a 48-frame clip), and on the per-frame time (what remains once the start-up is paid);
+- **scaling**: per-frame time of 1 worker / 2 workers (about 2 with two GPUs; on a CPU-only machine the
+  two workers share its cores, so expect about 1).
 
-The runs are repeated ``--repeats`` times, interleaved; the best (least disturbed) of each is the headline.
+The runs are repeated ``--repeats`` times, interleaved; the best (least disturbed) of each is used.
 
     .venv/bin/python benchmarks/bench_ray.py                                   # small model, CPU
     .venv/bin/python benchmarks/bench_ray.py --model v1 --img-size 2048 --size 1080x1920 --device cuda
 
 Without ``--checkpoint-dir`` the checkpoint is random weights written to a temporary folder: ``--model
-small`` (default: a small Hiera, milliseconds per frame on a CPU) or ``--model v1`` (the published v1.0
-shape, Hiera Base+: the real model's compute per frame).
+small`` (default: a small Hiera, a fraction of a second per frame on a CPU) or ``--model v1`` (the
+published v1.0 shape, Hiera Base+: the real model's compute per frame).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace, clips: list[Path], ckpt: Path, *extra: str) ->
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=48, help="frames per clip (48)")
+    p.add_argument("--short", type=int, default=8, help="frames per clip of the short run (8)")
     p.add_argument("--clips", type=int, default=1, help="clips (1)")
     p.add_argument("--size", type=_size, default=(270, 480), help="frame HxW (270x480)")
     p.add_argument("--model", choices=["small", "v1"], default="small")
@@ -89,21 +90,23 @@ def main() -> None:
     p.add_argument("--checkpoint-dir", type=Path, help="default: random weights of --model")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--precision", default=None)
-    p.add_argument("--repeats", type=int, default=2, help="interleaved runs of each (2)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved runs of each (1)")
     args = p.parse_args()
     os.environ.setdefault("CORRIDORKEY_DEVICE", args.device)
 
     import ray
 
+    lengths = (args.short, args.frames)
     with tempfile.TemporaryDirectory(prefix="ck-bench-ray-") as tmp:
         tmpdir = Path(tmp)
-        clips = [tmpdir / f"sh{(i + 1) * 10:03d}" for i in range(args.clips)]
-        for clip in clips:
-            write_clip(clip, args.frames, args.size, exr_input=False)
+        clips = {n: [tmpdir / f"{n}f" / f"sh{(i + 1) * 10:03d}" for i in range(args.clips)] for n in lengths}
+        for n, folders in clips.items():
+            for clip in folders:
+                write_clip(clip, n, args.size, exr_input=False)
         ckpt = args.checkpoint_dir or tmpdir / "ckpt"
         if args.checkpoint_dir is None:
             (write_small_checkpoint if args.model == "small" else write_checkpoint)(ckpt, args.img_size)
-        cpus = (os.cpu_count() or 1) + 2  # room for the read tasks beside two workers
+        cpus = (os.cpu_count() or 1) + 2  # room for the read and write tasks beside two workers
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR)  # fmt: skip
         address = ray.get_runtime_context().gcs_address
@@ -113,33 +116,42 @@ def main() -> None:
             "ray 1 (joined)": ("--ray", address, "--ray-workers", "1"),
             "ray 2 (joined)": ("--ray", address, "--ray-workers", "2"),
         }
-        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in ways}
+        walls: dict[tuple[str, int], list[float]] = {(w, n): [] for w in ways for n in lengths}
         try:
             for _ in range(args.repeats):
-                for name, extra in ways.items():
-                    results[name].append(run(args, clips, ckpt, *extra))
+                for n in lengths:
+                    for name, extra in ways.items():
+                        walls[name, n].append(run(args, clips[n], ckpt, *extra)[0])
         finally:
             ray.shutdown()
 
     h, w = args.size
-    frames = args.frames * args.clips
+    long_frames, short_frames = args.frames * args.clips, args.short * args.clips
     print(
-        f"{args.clips} clip(s) x {args.frames} PNG frames {w}x{h}, model {args.model} at img_size "
-        f"{args.img_size}, device {args.device}, {os.cpu_count()} CPUs, best of {args.repeats}"
+        f"{args.clips} clip(s) of {args.frames} and of {args.short} PNG frames {w}x{h}, model {args.model} "
+        f"at img_size {args.img_size}, device {args.device}, {os.cpu_count()} CPUs, best of {args.repeats}"
     )
-    best = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in results.items()}
-    print(f"{'run':16} {'wall s':>8} {'keying s':>9} {'keying frames/s':>16}")
-    for name, (wall, keying) in best.items():
-        print(f"{name:16} {wall:8.2f} {keying:9.2f} {frames / keying:16.2f}")
-    local_wall, local_key = best["local"]
+    print(
+        f"{'run':16} {f'wall {long_frames}f s':>12} {f'wall {short_frames}f s':>11} "
+        f"{'per frame s':>12} {'start-up s':>11}"
+    )
+    fit = {}
+    for name in ways:
+        t_long, t_short = min(walls[name, args.frames]), min(walls[name, args.short])
+        per_frame = (t_long - t_short) / (long_frames - short_frames)
+        fit[name] = (t_long, per_frame, t_short - per_frame * short_frames)
+        print(f"{name:16} {t_long:12.2f} {t_short:11.2f} {per_frame:12.3f} {fit[name][2]:11.2f}")
+    local = fit["local"]
     for name in ("ray 1 (start)", "ray 1 (joined)"):
-        wall, keying = best[name]
+        t_long, per_frame, startup = fit[name]
         print(
-            f"overhead {name} / local: wall {wall / local_wall:.2f}x, keying {keying / local_key:.2f}x "
-            f"(+{(keying - local_key) / frames * 1000:.1f} ms per frame keying)  (goal <= 1.15x)"
+            f"overhead {name} / local: wall {t_long / local[0]:.2f}x on {long_frames} frames "
+            f"(goal <= 1.15x), per frame {per_frame / local[1]:.2f}x "
+            f"({(per_frame - local[1]) * 1000:+.0f} ms/frame), start-up {startup - local[2]:+.1f} s"
         )
-    one, two = best["ray 1 (joined)"][1], best["ray 2 (joined)"][1]
-    print(f"scaling 2 workers / 1 worker: {one / two:.2f}x keying frames/s")
+    print(
+        f"scaling 2 workers / 1 worker: {fit['ray 1 (joined)'][1] / fit['ray 2 (joined)'][1]:.2f}x frames/s"
+    )
 
 
 if __name__ == "__main__":
