@@ -375,8 +375,9 @@ def run_infer(
             gpus = ray.cluster_resources().get("GPU", 0.0)
             layout = worker_layout(args.device, gpus, args.ray_workers, args.ray_gpus_per_worker)
             device, workers, gpw = layout
+            safe_only = args.safe_only or None  # as locally: None defers to $CKPT_FORMATS_SAFE_ONLY
             spec = EngineSpec(
-                checkpoint_dir, device, args.precision, args.img_size, args.compile, args.safe_only, threads
+                checkpoint_dir, device, args.precision, args.img_size, args.compile, safe_only, threads
             )
             bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
             bar.set_description(f"ray x{workers}")
