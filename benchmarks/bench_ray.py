@@ -59,6 +59,32 @@ def write_small_checkpoint(folder: Path, img_size: int) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata=config.to_metadata())
 
 
+def transfer_ms(ray: object, size: tuple[int, int], repeats: int = 5) -> tuple[float, float]:
+    """Per frame of ``size``, in ms: what the engine worker adds (unpack the decoded frame, pack the four
+    outputs, as ``ray_pipeline`` does), and the whole hand-over through the object store (that plus the
+    read task's packing, the write task's unpacking, and a put/get of each)."""
+    import numpy as np
+
+    from corridorkey_engine.ray_pipeline import _pack, _unpack
+
+    h, w = size
+    frame = [np.random.rand(h, w, 3).astype(np.float32), np.random.rand(h, w).astype(np.float32)]
+    outputs = [np.random.rand(h, w, c).astype(np.float32) for c in (1, 3, 4, 3)]
+    worker, whole = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        read = ray.get(ray.put(_pack(iter(frame))))  # type: ignore[attr-defined]
+        t1 = time.perf_counter()
+        _unpack(read, 2)
+        keyed = _pack(iter(outputs))
+        t2 = time.perf_counter()
+        _unpack(ray.get(ray.put(keyed)), 4)  # type: ignore[attr-defined]
+        t3 = time.perf_counter()
+        worker.append(t2 - t1)
+        whole.append(t3 - t0)
+    return min(worker) * 1000, min(whole) * 1000
+
+
 def run(args: argparse.Namespace, clips: list[Path], ckpt: Path, *extra: str) -> tuple[float, float, int]:
     """Run ``corridorkey infer`` once; returns (wall seconds, keying seconds, frames keyed)."""
     exe = Path(sys.executable).with_name("corridorkey")
@@ -110,6 +136,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR)  # fmt: skip
         address = ray.get_runtime_context().gcs_address
+        moved = {size: transfer_ms(ray, size) for size in (args.size, (1080, 2048), (2160, 3840))}
         ways = {
             "local": (),
             "ray 1 (start)": ("--ray", "--ray-workers", "1"),
@@ -148,6 +175,10 @@ def main() -> None:
             f"overhead {name} / local: wall {t_long / local[0]:.2f}x on {long_frames} frames "
             f"(goal <= 1.15x), per frame {per_frame / local[1]:.2f}x "
             f"({(per_frame - local[1]) * 1000:+.0f} ms/frame), start-up {startup - local[2]:+.1f} s"
+        )
+    for (fh, fw), (worker, whole) in moved.items():
+        print(
+            f"data movement per {fw}x{fh} frame: {worker:.0f} ms in the engine worker, {whole:.0f} ms in all"
         )
     print(
         f"scaling 2 workers / 1 worker: {fit['ray 1 (joined)'][1] / fit['ray 2 (joined)'][1]:.2f}x frames/s"
