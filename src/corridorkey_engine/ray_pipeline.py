@@ -302,7 +302,7 @@ def key_on_ray(
     gpus_per_worker: float,
     on_frames: Callable[[int], None],
 ) -> RayRun:
-    """Run the read → key-and-write pipeline on the connected cluster; ``on_frames(n)`` as frames finish."""
+    """Run the read → key → write pipeline on the connected cluster; ``on_frames(n)`` as frames finish."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
