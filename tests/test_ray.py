@@ -268,7 +268,7 @@ def test_failing_frame_is_reported_and_the_others_complete(
     bad = clip / "Input" / "f_002.png"
     bad.write_bytes(bad.read_bytes()[:60])
     ok(infer(ref, ckpt_dir, "-q"))
-    proc = infer(clip, ckpt_dir, "--ray", cluster)
+    proc = infer(clip, ckpt_dir, "--ray", "auto", env={"RAY_ADDRESS": cluster})  # auto: join $RAY_ADDRESS
     assert proc.returncode == 1, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("corridorkey: error:")]
     assert len(errors) == 1, proc.stderr

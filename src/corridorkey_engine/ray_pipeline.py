@@ -331,13 +331,6 @@ def key_on_ray(
     return run
 
 
-def sweep_temps(clips: Sequence[Clip], opts: KeyOptions) -> None:
-    """Remove temporary files a killed worker left in the output folders (after the job, never during)."""
-    for clip in clips:
-        for kind in opts.outputs:
-            fio.remove_stale_temps(clip.out_dir / OUTPUTS[kind].folder)
-
-
 def run_infer(
     args: Any, roots: Sequence[Path], opts: KeyOptions, checkpoint_dir: Path, hub: Any, output: Path | None
 ) -> int:
@@ -400,7 +393,8 @@ def run_infer(
         finally:
             if started:
                 ray.shutdown()
-    sweep_temps(clips, opts)
+    for folder in (c.out_dir / OUTPUTS[k].folder for c in clips for k in opts.outputs):
+        fio.remove_stale_temps(folder)  # what killed writers left (after the job, never during)
     if not args.quiet:
         _summary(clips, opts, run, frames - total, seconds)
     for ci, index, message in sorted(run.failed):
