@@ -43,6 +43,7 @@ _EXPORTS = {
     "ExrSupportError": "errors",
     "ClipError": "errors",
     "CliError": "errors",
+    "RayRunError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -34,18 +34,17 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         logging.getLogger("ckpt_formats.hub").setLevel(logging.INFO)
 
 
-def _describe_engine(engine: Any) -> str:
-    ckpt = engine.checkpoint  # None for a model built in memory
-    source = f"checkpoint {ckpt.path} ({ckpt.format.name})" if ckpt is not None else "model from memory"
-    dtype = str(engine.dtype).replace("torch.", "")
-    return f"device {engine.device} ({dtype}), {source}"
-
-
 def _cmd_infer(args: argparse.Namespace) -> int:
     roots = [c.resolve() for c in args.clips]
     names = [r.name for r in roots]
     if args.output is not None and len(set(names)) != len(names):
         raise CliError("two clips share a folder name; with --output their outputs would collide")
+    if args.ray is None and (args.ray_workers or args.ray_gpus_per_worker is not None):
+        raise CliError("--ray-workers and --ray-gpus-per-worker need --ray")
+    if args.ray is not None:
+        from .cli_ray import run_infer
+
+        return run_infer(args, roots, key_options(args), checkpoint_source(args), args.output)
     return _key_clips(args, roots, key_options(args), checkpoint_source(args), args.output)
 
 
@@ -80,7 +79,7 @@ def _key_clips(
         source, device=device, precision=args.precision, img_size=args.img_size, compile=args.compile
     )
     load_s = time.perf_counter() - t0
-    log.info("engine ready in %.1f s: %s", load_s, _describe_engine(engine))
+    log.info("engine ready in %.1f s: %s", load_s, engine.describe())
     if engine.device.type == "cuda":
         from dataclasses import replace
 
@@ -117,7 +116,7 @@ def _key_clips(
             f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
             f"{fps:.2f} frames/s (model load {load_s:.1f} s)"
         )
-        print(_describe_engine(engine))
+        print(engine.describe())
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")

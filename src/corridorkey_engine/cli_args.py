@@ -241,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="reader threads and writer threads each (default: half the CPU cores, 2 to 8)",
     )
+    r = infer.add_argument_group("scale-out on Ray (docs/scale-out.md)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="key on a Ray cluster: local (default: start one for this run), auto (join $RAY_ADDRESS) or "
+        "ray://HOST:PORT; clips, outputs and checkpoint folder must be on storage every node sees",
+    )
+    r.add_argument(
+        "--ray-workers",
+        type=_positive_int,
+        metavar="N",
+        help="engine workers (default: one per GPU of the cluster, else 1)",
+    )
+    r.add_argument(
+        "--ray-gpus-per-worker",
+        type=_float,
+        metavar="G",
+        help="GPUs each worker reserves (default: 1 with CUDA, 0 on the CPU)",
+    )
     _add_common(infer)
 
     demo = sub.add_parser(

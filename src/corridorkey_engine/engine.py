@@ -109,6 +109,12 @@ class CorridorKeyEngine:
         """The screen colour the engine keys by default (``"green"`` or ``"blue"``)."""
         return self.post_defaults.screen_color
 
+    def describe(self) -> str:
+        """One line: the device, the dtype and the checkpoint (file and format) the engine runs."""
+        ckpt = self.checkpoint  # None for a model built in memory
+        source = f"checkpoint {ckpt.path} ({ckpt.format.name})" if ckpt is not None else "model from memory"
+        return f"device {self.device} ({str(self.dtype).replace('torch.', '')}), {source}"
+
     @property
     def img_size(self) -> int:
         """The square resolution the model runs at."""

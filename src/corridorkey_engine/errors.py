@@ -20,6 +20,7 @@ __all__ = [
     "DeviceUnavailableError",
     "ExrSupportError",
     "FrameIOError",
+    "RayRunError",
 ]
 
 
@@ -54,3 +55,7 @@ class ClipError(CorridorKeyError):
 
 class CliError(CorridorKeyError):
     """An error the CLI reports as one line (bad option combination, unusable device...)."""
+
+
+class RayRunError(CorridorKeyError):
+    """``--ray`` cannot run as asked (Ray not installed, no GPU in the cluster, the job failed)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -221,6 +221,10 @@ def plan_frames(clip: Clip, opts: KeyOptions) -> list[int]:
     return [i for i in range(len(clip)) if not clip.frame_done(i, opts.outputs)]
 
 
+LoadedFrame = tuple[int, Any, Any]
+"""A frame ready to key: (index in the clip, image, mask), as :class:`_Loader` makes it."""
+
+
 class _Loader:
     """Reads frame ``i`` of a clip (input and hint) in a worker thread; raises FrameIOError/ClipError."""
 
@@ -234,7 +238,7 @@ class _Loader:
     def sequential(self) -> bool:
         return self.clip.input.is_video or (self.clip.hint is not None and self.clip.hint.is_video)
 
-    def __call__(self, index: int) -> tuple[int, Any, Any]:
+    def __call__(self, index: int) -> LoadedFrame:
         image = as_rgb(self.inputs.read(index))
         if self.hints is None:
             mask = chroma_hint(image, self.opts.post.screen_color)
@@ -281,6 +285,54 @@ def _stack(items: list[Any]) -> Any:
     return torch.stack(items, out=out)
 
 
+def engine_kwargs(clip: Clip, opts: KeyOptions) -> dict[str, Any]:
+    """The keyword arguments of ``engine.process_frame`` for ``clip`` keyed with ``opts``."""
+    return {
+        "options": replace(opts.post, generate_comp="comp" in opts.outputs),
+        "input_is_linear": clip.input_is_linear,
+        "refiner_scale": opts.refiner_scale,
+    }
+
+
+def key_batches(
+    engine: FrameEngine, clip: Clip, opts: KeyOptions, frames: Iterable[LoadedFrame]
+) -> Iterator[tuple[list[int], list[dict[str, np.ndarray]]]]:
+    """Key ``frames`` of ``clip`` in order, ``opts.batch_size`` per engine call (a frame of another size
+    ends a batch early); yields each batch's frame indices and per-frame outputs. The one keying loop of
+    local runs (:func:`key_clip`) and Ray runs (``clips.ray_stages``): both batch frames alike, so agree."""
+    kwargs = engine_kwargs(clip, opts)
+
+    def run(batch: list[LoadedFrame]) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+        if len(batch) == 1:
+            return [batch[0][0]], [engine.process_frame(batch[0][1], batch[0][2], **kwargs)]
+        out = engine.process_frame(_stack([b[1] for b in batch]), _stack([b[2] for b in batch]), **kwargs)
+        return [b[0] for b in batch], [{k: v[j] for k, v in out.items()} for j in range(len(batch))]
+
+    batch: list[LoadedFrame] = []
+    for item in frames:
+        if batch and tuple(batch[0][1].shape) != tuple(item[1].shape):
+            yield run(batch)
+            batch = []
+        batch.append(item)
+        if len(batch) >= opts.batch_size:
+            yield run(batch)
+            batch = []
+    if batch:
+        yield run(batch)
+
+
+def write_frame(
+    writers: ThreadPoolExecutor, clip: Clip, opts: KeyOptions, index: int, outputs: dict[str, np.ndarray]
+) -> list[tuple[Path, Future[None]]]:
+    """Start writing the selected outputs of frame ``index`` (atomically, on ``writers``); returns each
+    file with the future that finishes it."""
+    jobs = []
+    for kind in opts.outputs:
+        path = clip.output_path(kind, index)
+        jobs.append((path, writers.submit(_write_output, path, kind, outputs, opts.exr_half)))
+    return jobs
+
+
 def key_clip(
     engine: FrameEngine,
     clip: Clip,
@@ -305,55 +357,36 @@ def key_clip(
     writers = ThreadPoolExecutor(opts.write_threads, thread_name_prefix="ck-write")
     lookahead = max(2, opts.batch_size * 2, opts.read_threads * 2)
     max_pending_writes = max(4, opts.write_threads * 2) * len(opts.outputs)
-    reads: deque[Future[tuple[int, Any, Any]]] = deque()
+    reads: deque[Future[LoadedFrame]] = deque()
     writes: deque[Future[None]] = deque()
     pending = iter(todo)
-    post = replace(opts.post, generate_comp="comp" in opts.outputs)
-    engine_kwargs = {"input_is_linear": clip.input_is_linear, "refiner_scale": opts.refiner_scale}
 
     def submit_read() -> None:
         index = next(pending, None)
         if index is not None:
             reads.append(readers.submit(loader, index))
 
-    def flush(batch: list[tuple[int, Any, Any]]) -> None:
-        if not batch:
-            return
-        if len(batch) == 1:
-            out = engine.process_frame(batch[0][1], batch[0][2], post, **engine_kwargs)
-            per_frame = [out]
-        else:
-            out = engine.process_frame(
-                _stack([b[1] for b in batch]), _stack([b[2] for b in batch]), post, **engine_kwargs
-            )
-            per_frame = [{k: v[j] for k, v in out.items()} for j in range(len(batch))]
-        for (index, _, _), frame_out in zip(batch, per_frame, strict=True):
-            for kind in opts.outputs:
-                path = clip.output_path(kind, index)
-                writes.append(writers.submit(_write_output, path, kind, frame_out, opts.exr_half))
-                result.outputs.append(path)
-            while len(writes) > max_pending_writes:
-                writes.popleft().result()
-        while writes and writes[0].done():
-            writes.popleft().result()
-        result.keyed += len(batch)
-        if on_frame is not None:
-            on_frame(len(batch))
-        batch.clear()
+    def loaded() -> Iterator[LoadedFrame]:
+        while reads:
+            item = reads.popleft().result()
+            submit_read()
+            yield item
 
     try:
         for _ in range(lookahead):
             submit_read()
-        batch: list[tuple[int, Any, Any]] = []
-        while reads:
-            item = reads.popleft().result()
-            submit_read()
-            if batch and tuple(batch[0][1].shape) != tuple(item[1].shape):
-                flush(batch)
-            batch.append(item)
-            if len(batch) >= opts.batch_size:
-                flush(batch)
-        flush(batch)
+        for indices, per_frame in key_batches(engine, clip, opts, loaded()):
+            for index, frame_out in zip(indices, per_frame, strict=True):
+                for path, job in write_frame(writers, clip, opts, index, frame_out):
+                    writes.append(job)
+                    result.outputs.append(path)
+                while len(writes) > max_pending_writes:
+                    writes.popleft().result()
+            while writes and writes[0].done():
+                writes.popleft().result()
+            result.keyed += len(indices)
+            if on_frame is not None:
+                on_frame(len(indices))
         while writes:
             writes.popleft().result()
     finally:
@@ -363,11 +396,5 @@ def key_clip(
         writers.shutdown(wait=True)  # let every computed frame finish writing, whole
         loader.close()
         result.seconds = time.perf_counter() - start
-    log.info(
-        "%s: keyed %d frame(s), skipped %d, in %.1f s",
-        clip.name,
-        result.keyed,
-        result.skipped,
-        result.seconds,
-    )
+    log.info("%s: keyed %d, skipped %d, in %.1f s", clip.name, result.keyed, result.skipped, result.seconds)
     return result
