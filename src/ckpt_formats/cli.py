@@ -1,17 +1,47 @@
-"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect and convert files."""
+"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect, convert and fetch.
+
+Global options (``--verbose``, ``--safe-only``, ``--json``, ``--device``) are accepted before or after the
+subcommand. Every command prints one line of error and exits 1 on failure; a closed pipe (``| head``) ends
+quietly with status 0.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import CheckpointError
 from .registry import get_registry
 
 logger = logging.getLogger("ckpt_formats.cli")
+
+PROG = "ckpt-formats"
+DTYPES = ("float16", "bfloat16", "float32")
+GLOBAL_DEFAULTS: dict[str, Any] = {"verbose": False, "safe_only": None, "json": False, "device": "cpu"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ckpt-formats")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: Callable[[], list[str]]) -> int:
+    """Print ``data`` as JSON under ``--json``, else the human lines ``text()`` returns."""
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for line in text():
+            print(line)
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -33,19 +63,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for f in registry.all_formats()
     ]
     broken = [b.__dict__ for b in registry.broken_plugins]
-    if args.json:
-        print(json.dumps({"formats": rows, "broken_plugins": broken}, indent=2))
-        return 0
-    print(f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS")
-    for r in rows:
-        code = "yes" if r["executes_code"] else "no"
-        state = "enabled" if r["enabled"] else "disabled"
-        origin = f"{r['plugin']} ({r['distribution'] or 'runtime'})"
-        globs = " ".join(r["globs"]) + "".join(f" !{g}" for g in r["exclude_globs"])
-        print(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
-    for b in broken:
-        print(f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}")
-    return 0
+
+    def text() -> list[str]:
+        lines = [f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS"]
+        for r in rows:
+            code = "yes" if r["executes_code"] else "no"
+            state = "enabled" if r["enabled"] else "disabled"
+            origin = f"{r['plugin']} ({r['distribution'] or 'runtime'})"
+            globs = " ".join(r["globs"]) + "".join(f" !{g}" for g in r["exclude_globs"])
+            lines.append(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
+        lines += [f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}" for b in broken]
+        return lines
+
+    return _emit(args, {"formats": rows, "broken_plugins": broken}, text)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
@@ -57,61 +87,109 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
         "safe_only": args.safe_only,
     }
     found = registry.discover(args.directory, **options)
+    lines = []
+    per_format = {}
     for fmt in found.formats:
-        names = ", ".join(c.path.name for c in found.candidates.get(fmt.name, [])) or "-"
-        print(f"  {fmt.name:<22} priority {fmt.priority:>4}: {names}")
+        names = [c.path.name for c in found.candidates.get(fmt.name, [])]
+        per_format[fmt.name] = names
+        lines.append(f"  {fmt.name:<22} priority {fmt.priority:>4}: {', '.join(names) or '-'}")
+    data: dict[str, Any] = {"directory": str(args.directory), "candidates": per_format}
     if args.load:
         resolved = registry.resolve(args.directory, device=args.device, **options)
-        print(
+        data.update(
+            winner=resolved.path.name,
+            format=resolved.format.name,
+            files=[p.name for p in resolved.paths],
+            entries=len(resolved.state_dict),
+            device=args.device,
+        )
+        lines.append(
             f"loaded {resolved.path.name} ({resolved.format.name}): {len(resolved.state_dict)} entries "
             f"on {args.device}"
         )
-        return 0
+        return _emit(args, data, lambda: lines)
     fmt, candidate, shadowed = found.choose(args.select)
-    files = ", ".join(p.name for p in candidate.paths)
-    print(f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{files}]")
+    files = [p.name for p in candidate.paths]
+    data.update(
+        winner=candidate.path.name,
+        format=fmt.name,
+        files=files,
+        shadowed=[{"file": c.path.name, "format": c.format} for c in shadowed],
+    )
+    lines.append(
+        f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{', '.join(files)}]"
+    )
     if shadowed:
-        print(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
-    return 0
+        lines.append(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
+    return _emit(args, data, lambda: lines)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ._inspection import inspect_checkpoint
+    if args.hub is not None:
+        from .hub import inspect_remote
 
-    info = inspect_checkpoint(args.file, safe_only=args.safe_only)
-    if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
-        return 0
-    print(f"file:        {info.path}")
-    print(f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}")
-    print(f"tensors:     {info.tensors}")
-    print(f"parameters:  {info.parameters:,}")
-    print(f"bytes:       {info.bytes:,}")
-    print(f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}")
-    if info.non_tensor_entries:
-        print(f"non-tensor:  {info.non_tensor_entries} entries")
-    for key, value in sorted(info.metadata.items()):
-        print(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
-    return 0
+        if args.file is not None:
+            raise CheckpointError("inspect: give either FILE or --hub REPO_ID, not both")
+        info = inspect_remote(args.hub, filename=args.filename, revision=args.revision)
+    else:
+        from ._inspection import inspect_checkpoint
+
+        if args.file is None:
+            raise CheckpointError("inspect: give a FILE, or --hub REPO_ID for a checkpoint on the Hub")
+        if args.filename is not None or args.revision is not None:
+            raise CheckpointError("inspect: --filename and --revision only apply with --hub REPO_ID")
+        info = inspect_checkpoint(args.file, safe_only=args.safe_only, device=args.device)
+
+    def text() -> list[str]:
+        lines = [
+            f"file:        {info.path}",
+            f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}",
+            f"tensors:     {info.tensors}",
+            f"parameters:  {info.parameters:,}",
+            f"bytes:       {info.bytes:,}",
+            f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}",
+        ]
+        if info.non_tensor_entries:
+            lines.append(f"non-tensor:  {info.non_tensor_entries} entries")
+        for key, value in sorted(info.metadata.items()):
+            lines.append(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
+        return lines
+
+    return _emit(args, info.to_dict(), text)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .convert import convert, parse_size
 
-    report = convert(args.source, args.output, force=args.force, safe_only=args.safe_only)
-    print(
-        f"wrote {report.output} from {report.source.name} ({report.source_format}): "
-        f"{report.tensors} tensors, {report.bytes:,} bytes, verified bit for bit"
+    shard_size = parse_size(args.max_shard_size) if args.max_shard_size is not None else None
+    report = convert(
+        args.source,
+        args.output,
+        force=args.force,
+        safe_only=args.safe_only,
+        dtype=args.dtype,
+        max_shard_size=shard_size,
     )
-    if report.skipped:
-        print(f"skipped non-tensor entries: {', '.join(report.skipped)}")
-    if report.unshared:
-        print(f"copied tensors that shared storage: {', '.join(report.unshared)}")
-    return 0
+
+    def text() -> list[str]:
+        cast = f", cast to {report.dtype}" if report.dtype else ""
+        files = f" ({len(report.files)} files)" if len(report.files) > 1 else ""
+        lines = [
+            f"wrote {report.output}{files} as {report.target_format} from {report.source.name} "
+            f"({report.source_format}): {report.tensors} tensors, {report.bytes:,} bytes{cast}, "
+            "verified bit for bit"
+        ]
+        if report.skipped:
+            lines.append(f"skipped non-tensor entries: {', '.join(report.skipped)}")
+        if report.unshared:
+            lines.append(f"copied tensors that shared storage: {', '.join(report.unshared)}")
+        return lines
+
+    return _emit(args, report.to_dict(), text)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .hub import HubSource, fetch
+    from .hub import HubSource, fetch, present
 
     filenames: dict[str, list[str]] = {}
     for item in args.filename:
@@ -127,64 +205,139 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             revision=args.revision,
             filenames=filenames or None,
             progress=False if args.no_progress else None,
+            stall_timeout=args.stall_timeout,
+            deadline=args.deadline,
         )
     except ValueError as exc:
         raise CheckpointError(f"{args.repo_id}: {exc}") from exc
     logging.getLogger("ckpt_formats.hub").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     registry = get_registry()
-    placed = fetch(source, args.directory, registry.formats(safe_only=args.safe_only))
+    formats = registry.formats(safe_only=args.safe_only)
+    existing = None if args.force else present(args.directory, formats)
+    placed = existing or fetch(source, args.directory, formats, force=args.force)
     fmt = registry.format_for_file(placed[0])
-    print(f"{placed[0]} ({fmt.name})" + "".join(f"\n{p}" for p in placed[1:]))
-    return 0
+    data = {"files": [str(p) for p in placed], "format": fmt.name, "downloaded": existing is None}
+    if existing:
+        return _emit(
+            args,
+            data,
+            lambda: [
+                f"{placed[0]} ({fmt.name}) is already there: nothing downloaded (--force fetches anyway)",
+                *map(str, placed[1:]),
+            ],
+        )
+    return _emit(args, data, lambda: [f"{placed[0]} ({fmt.name})", *map(str, placed[1:])])
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """The options every command accepts, before or after its name (defaults filled in by :func:`main`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options (before or after the command)")
+    s = argparse.SUPPRESS  # unset here: a value given before the command is not overwritten after it
+    g.add_argument("-v", "--verbose", action="store_true", default=s, help="log details and show tracebacks")
+    g.add_argument(
+        "--safe-only",
+        action="store_true",
+        default=s,
+        help="refuse every format whose loading can execute code (also CKPT_FORMATS_SAFE_ONLY=1)",
+    )
+    g.add_argument("--json", action="store_true", default=s, help="print the result as JSON")
+    g.add_argument(
+        "--device",
+        default=s,
+        metavar="DEV",
+        help="where `resolve --load` and `inspect` put the tensors: cpu, cuda, cuda:1, mps (default: cpu)",
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ckpt-formats`` argument parser (every argument has a help text)."""
+    common = _global_options()
     parser = argparse.ArgumentParser(
-        prog="ckpt-formats",
-        description="Discover, inspect and convert checkpoints through pluggable formats.",
+        prog=PROG,
+        description="Discover, inspect, convert and fetch checkpoints through pluggable formats.",
+        parents=[common],
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
     parser.add_argument(
-        "--safe-only",
-        action="store_true",
-        default=None,
-        help="refuse every format whose loading can execute code (also CKPT_FORMATS_SAFE_ONLY=1)",
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
-    p = sub.add_parser("list", help="registered formats, their priority and plugin, and broken plugins")
-    p.add_argument("--json", action="store_true")
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=kwargs.pop("description", help), parents=[common], **kwargs
+        )
+
+    p = command("list", "registered formats, their priority and plugin, and broken plugins")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("resolve", help="which checkpoint in DIR wins, and why")
-    p.add_argument("directory")
-    p.add_argument("--load", action="store_true", help="also load it")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--format", action="append", help="only consider this format (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], help="ignore files matching this glob")
-    p.add_argument("--select", help="choose among several candidates by name or glob")
+    p = command("resolve", "which checkpoint in DIR wins, and why")
+    p.add_argument("directory", metavar="DIR", help="the folder to search (not recursive)")
+    p.add_argument("--load", action="store_true", help="also load it (onto --device)")
+    p.add_argument("--format", action="append", metavar="NAME", help="only consider this format (repeatable)")
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="ignore files matching this glob"
+    )
+    p.add_argument("--select", metavar="NAME", help="choose among several candidates by name or glob")
     p.set_defaults(func=_cmd_resolve)
 
-    p = sub.add_parser("inspect", help="format, tensors, parameters, dtypes, bytes and metadata of FILE")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p = command(
+        "inspect",
+        "format, tensors, parameters, dtypes, bytes and metadata of FILE (or of a Hub checkpoint)",
+        description="Summarise a local checkpoint file, or with --hub a safetensors checkpoint on the "
+        "Hugging Face Hub from its headers alone (HTTP range requests: the tensor data is never downloaded).",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="the checkpoint file (omit with --hub)")
+    p.add_argument("--hub", metavar="REPO_ID", help="inspect this Hub repository's safetensors checkpoint")
+    p.add_argument(
+        "--filename",
+        metavar="NAME",
+        help="with --hub: the remote file (a .safetensors file or a sharded index; default: the sharded "
+        "index, else model.safetensors)",
+    )
+    p.add_argument("--revision", metavar="REV", help="with --hub: branch, tag or commit hash (default: main)")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("convert", help="convert SRC (any loadable format) to DST.safetensors")
-    p.add_argument("source")
-    p.add_argument("output")
+    p = command(
+        "convert",
+        "convert SRC (any loadable format) to DST, in the format DST's name says",
+        description="Load SRC through its format, clean it (wrappers, prefixes, non-tensors) and write DST "
+        "in the registered format with a save whose globs match DST's name (safetensors, npz, ...). The "
+        "result is reloaded and checked bit for bit before it is placed; nothing is left on failure.",
+    )
+    p.add_argument("source", metavar="SRC", help="the checkpoint file to read")
+    p.add_argument("output", metavar="DST", help="the file to write; its name picks the target format")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--dtype", choices=DTYPES, help="cast floating-point tensors to this dtype")
+    p.add_argument(
+        "--max-shard-size",
+        metavar="SIZE",
+        help="write a sharded safetensors set (DST must end in .safetensors): shards of at most SIZE "
+        "(e.g. 2GB, 500MB, 1GiB) named like DIR/model-00001-of-00003.safetensors, plus DST.index.json",
+    )
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser(
+    p = command(
         "fetch",
-        help="download the best available format of REPO_ID from the Hugging Face Hub into DIR",
+        "download the best available format of REPO_ID from the Hugging Face Hub into DIR",
         description="Asks the Hub for each format's file names, highest priority first; falls back to the "
-        "next only when a file is absent from the repository, never on a network error. Uses HF_ENDPOINT, "
-        "HF_HOME, HF_TOKEN and HF_HUB_OFFLINE like every huggingface_hub client.",
+        "next only when a file is absent from the repository, never on a network error. A DIR that already "
+        "holds a checkpoint is left as it is (--force fetches anyway). Uses HF_ENDPOINT, HF_HOME, HF_TOKEN "
+        "and HF_HUB_OFFLINE like every huggingface_hub client.",
     )
-    p.add_argument("repo_id")
-    p.add_argument("directory")
+    p.add_argument("repo_id", metavar="REPO_ID", help="owner/name of the model repository")
+    p.add_argument("directory", metavar="DIR", help="where the files land (created if needed)")
     p.add_argument("--revision", help="branch, tag or commit hash (a commit hash pins it); default: main")
     p.add_argument(
         "--filename",
@@ -194,28 +347,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="remote file name for a format, replacing its default names (repeatable); "
         "when given, only the formats named are asked for",
     )
-    p.add_argument("--safe-only", action="store_true", default=argparse.SUPPRESS, help="never fetch pickle")
+    p.add_argument("--force", action="store_true", help="fetch even when DIR already holds a checkpoint")
+    p.add_argument(
+        "--stall-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="give up when a download receives no bytes for S seconds (default: 30)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_positive_float,
+        metavar="S",
+        help="give up when a download takes longer than S seconds overall (default: no limit)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: only on a terminal)")
     p.set_defaults(func=_cmd_fetch)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; global options left out get their defaults.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The namespace, with ``verbose``, ``safe_only``, ``json`` and ``device`` always set.
+    """
     args = build_parser().parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return args
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout went away (``| head``): send what is left to /dev/null, exit quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ckpt-formats``.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success (also when stdout is a closed pipe), 1 on an error, 130 on Ctrl-C.
+    """
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
         stream=sys.stderr,
     )
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except (CheckpointError, OSError) as exc:
         if args.verbose:
             logger.exception("failed")
-        print(f"ckpt-formats: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ckpt-formats: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
 
