@@ -130,7 +130,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         if args.file is not None:
             raise CheckpointError("inspect: give either FILE or --hub REPO_ID, not both")
-        info = inspect_remote(args.hub, filename=args.filename, revision=args.revision)
+        try:
+            info = inspect_remote(args.hub, filename=args.filename, revision=args.revision)
+        except ValueError as exc:  # a bad repository id or file name
+            raise CheckpointError(f"{args.hub}: {exc}") from exc
     else:
         from ._inspection import inspect_checkpoint
 
