@@ -8,20 +8,18 @@ quietly with status 0.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from . import _commands as commands
 from .errors import CheckpointError
-from .registry import get_registry
 
 logger = logging.getLogger("ckpt_formats.cli")
 
 PROG = "ckpt-formats"
-DTYPES = ("float16", "bfloat16", "float32")
 GLOBAL_DEFAULTS: dict[str, Any] = {"verbose": False, "safe_only": None, "json": False, "device": "cpu"}
 
 
@@ -32,204 +30,6 @@ def _version() -> str:
         return version("ckpt-formats")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "unknown"
-
-
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: Callable[[], list[str]]) -> int:
-    """Print ``data`` as JSON under ``--json``, else the human lines ``text()`` returns."""
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        for line in text():
-            print(line)
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    allowed = {f.name for f in registry.formats(safe_only=args.safe_only)}
-    rows = [
-        {
-            "name": f.name,
-            "priority": f.priority,
-            "globs": list(f.globs),
-            "exclude_globs": list(f.exclude_globs),
-            "executes_code": f.executes_code,
-            "enabled": f.name in allowed,
-            "plugin": f.plugin,
-            "distribution": f.distribution,
-            "can_save": f.save is not None,
-            "description": f.description,
-        }
-        for f in registry.all_formats()
-    ]
-    broken = [b.__dict__ for b in registry.broken_plugins]
-
-    def text() -> list[str]:
-        lines = [f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS"]
-        for r in rows:
-            code = "yes" if r["executes_code"] else "no"
-            state = "enabled" if r["enabled"] else "disabled"
-            origin = f"{r['plugin']} ({r['distribution'] or 'runtime'})"
-            globs = " ".join(r["globs"]) + "".join(f" !{g}" for g in r["exclude_globs"])
-            lines.append(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
-        lines += [f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}" for b in broken]
-        return lines
-
-    return _emit(args, {"formats": rows, "broken_plugins": broken}, text)
-
-
-def _cmd_resolve(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    options = {
-        "formats": args.format or None,
-        "exclude": args.exclude,
-        "select": args.select,
-        "safe_only": args.safe_only,
-    }
-    found = registry.discover(args.directory, **options)
-    lines = []
-    per_format = {}
-    for fmt in found.formats:
-        names = [c.path.name for c in found.candidates.get(fmt.name, [])]
-        per_format[fmt.name] = names
-        lines.append(f"  {fmt.name:<22} priority {fmt.priority:>4}: {', '.join(names) or '-'}")
-    data: dict[str, Any] = {"directory": str(args.directory), "candidates": per_format}
-    if args.load:
-        resolved = registry.resolve(args.directory, device=args.device, **options)
-        data.update(
-            winner=resolved.path.name,
-            format=resolved.format.name,
-            files=[p.name for p in resolved.paths],
-            entries=len(resolved.state_dict),
-            device=args.device,
-        )
-        lines.append(
-            f"loaded {resolved.path.name} ({resolved.format.name}): {len(resolved.state_dict)} entries "
-            f"on {args.device}"
-        )
-        return _emit(args, data, lambda: lines)
-    fmt, candidate, shadowed = found.choose(args.select)
-    files = [p.name for p in candidate.paths]
-    data.update(
-        winner=candidate.path.name,
-        format=fmt.name,
-        files=files,
-        shadowed=[{"file": c.path.name, "format": c.format} for c in shadowed],
-    )
-    lines.append(
-        f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{', '.join(files)}]"
-    )
-    if shadowed:
-        lines.append(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
-    return _emit(args, data, lambda: lines)
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    if args.hub is not None:
-        from .hub import inspect_remote
-
-        if args.file is not None:
-            raise CheckpointError("inspect: give either FILE or --hub REPO_ID, not both")
-        try:
-            info = inspect_remote(args.hub, filename=args.filename, revision=args.revision)
-        except ValueError as exc:  # a bad repository id or file name
-            raise CheckpointError(f"{args.hub}: {exc}") from exc
-    else:
-        from ._inspection import inspect_checkpoint
-
-        if args.file is None:
-            raise CheckpointError("inspect: give a FILE, or --hub REPO_ID for a checkpoint on the Hub")
-        if args.filename is not None or args.revision is not None:
-            raise CheckpointError("inspect: --filename and --revision only apply with --hub REPO_ID")
-        info = inspect_checkpoint(args.file, safe_only=args.safe_only, device=args.device)
-
-    def text() -> list[str]:
-        lines = [
-            f"file:        {info.path}",
-            f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}",
-            f"tensors:     {info.tensors}",
-            f"parameters:  {info.parameters:,}",
-            f"bytes:       {info.bytes:,}",
-            f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}",
-        ]
-        if info.non_tensor_entries:
-            lines.append(f"non-tensor:  {info.non_tensor_entries} entries")
-        for key, value in sorted(info.metadata.items()):
-            lines.append(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
-        return lines
-
-    return _emit(args, info.to_dict(), text)
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert, parse_size
-
-    shard_size = parse_size(args.max_shard_size) if args.max_shard_size is not None else None
-    report = convert(
-        args.source,
-        args.output,
-        force=args.force,
-        safe_only=args.safe_only,
-        dtype=args.dtype,
-        max_shard_size=shard_size,
-    )
-
-    def text() -> list[str]:
-        cast = f", cast to {report.dtype}" if report.dtype else ""
-        files = f" ({len(report.files)} files)" if len(report.files) > 1 else ""
-        lines = [
-            f"wrote {report.output}{files} as {report.target_format} from {report.source.name} "
-            f"({report.source_format}): {report.tensors} tensors, {report.bytes:,} bytes{cast}, "
-            "verified bit for bit"
-        ]
-        if report.skipped:
-            lines.append(f"skipped non-tensor entries: {', '.join(report.skipped)}")
-        if report.unshared:
-            lines.append(f"copied tensors that shared storage: {', '.join(report.unshared)}")
-        return lines
-
-    return _emit(args, report.to_dict(), text)
-
-
-def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .hub import HubSource, fetch, present
-
-    filenames: dict[str, list[str]] = {}
-    for item in args.filename:
-        fmt, sep, name = item.partition("=")
-        if not sep or not fmt or not name:
-            raise CheckpointError(
-                f"--filename {item!r}: expected FORMAT=REMOTE_NAME, e.g. safetensors=model.safetensors"
-            )
-        filenames.setdefault(fmt, []).append(name)
-    try:
-        source = HubSource(
-            args.repo_id,
-            revision=args.revision,
-            filenames=filenames or None,
-            progress=False if args.no_progress else None,
-            stall_timeout=args.stall_timeout,
-            deadline=args.deadline,
-        )
-    except ValueError as exc:
-        raise CheckpointError(f"{args.repo_id}: {exc}") from exc
-    logging.getLogger("ckpt_formats.hub").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    registry = get_registry()
-    formats = registry.formats(safe_only=args.safe_only)
-    existing = None if args.force else present(args.directory, formats)
-    placed = existing or fetch(source, args.directory, formats, force=args.force)
-    fmt = registry.format_for_file(placed[0])
-    data = {"files": [str(p) for p in placed], "format": fmt.name, "downloaded": existing is None}
-    if existing:
-        return _emit(
-            args,
-            data,
-            lambda: [
-                f"{placed[0]} ({fmt.name}) is already there: nothing downloaded (--force fetches anyway)",
-                *map(str, placed[1:]),
-            ],
-        )
-    return _emit(args, data, lambda: [f"{placed[0]} ({fmt.name})", *map(str, placed[1:])])
 
 
 def _positive_float(text: str) -> float:
@@ -266,6 +66,7 @@ def _global_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ckpt-formats`` argument parser (every argument has a help text)."""
+    from .convert import DTYPES
     common = _global_options()
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -283,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = command("list", "registered formats, their priority and plugin, and broken plugins")
-    p.set_defaults(func=_cmd_list)
+    p.set_defaults(func=commands.cmd_list)
 
     p = command("resolve", "which checkpoint in DIR wins, and why")
     p.add_argument("directory", metavar="DIR", help="the folder to search (not recursive)")
@@ -293,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude", action="append", default=[], metavar="GLOB", help="ignore files matching this glob"
     )
     p.add_argument("--select", metavar="NAME", help="choose among several candidates by name or glob")
-    p.set_defaults(func=_cmd_resolve)
+    p.set_defaults(func=commands.cmd_resolve)
 
     p = command(
         "inspect",
@@ -310,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index, else model.safetensors)",
     )
     p.add_argument("--revision", metavar="REV", help="with --hub: branch, tag or commit hash (default: main)")
-    p.set_defaults(func=_cmd_inspect)
+    p.set_defaults(func=commands.cmd_inspect)
 
     p = command(
         "convert",
@@ -329,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a sharded safetensors set (DST must end in .safetensors): shards of at most SIZE "
         "(e.g. 2GB, 500MB, 1GiB) named like DIR/model-00001-of-00003.safetensors, plus DST.index.json",
     )
-    p.set_defaults(func=_cmd_convert)
+    p.set_defaults(func=commands.cmd_convert)
 
     p = command(
         "fetch",
@@ -365,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up when a download takes longer than S seconds overall (default: no limit)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: only on a terminal)")
-    p.set_defaults(func=_cmd_fetch)
+    p.set_defaults(func=commands.cmd_fetch)
     return parser
 
 
