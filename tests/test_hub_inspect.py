@@ -15,7 +15,7 @@ import pytest
 import torch
 from hub_testing import REPO, child_env, safetensors_bytes
 
-from ckpt_formats import CheckpointLoadError, CheckpointNotFoundError
+from ckpt_formats import CheckpointDownloadError, CheckpointLoadError, CheckpointNotFoundError
 from ckpt_formats._inspection import inspect_checkpoint
 from ckpt_formats.convert import convert
 from ckpt_formats.hub import inspect_remote
@@ -132,3 +132,17 @@ def test_an_empty_repository_names_the_files_asked_for(hub):
     with pytest.raises(CheckpointNotFoundError, match="has none of: model.safetensors.index.json, model"):
         inspect_remote(REPO, endpoint=hub.url, token=False)
     assert hub.served == {}
+
+
+def test_revision_is_sent_and_an_unknown_one_is_a_download_error(hub):
+    repo = hub.add_repo(REPO, {"model.safetensors": safetensors_bytes()}, branches=("main", "v2"))
+
+    for revision in ("v2", repo.commit):
+        info = inspect_remote(REPO, endpoint=hub.url, token=False, revision=revision)
+        assert info.path == f"{REPO}/model.safetensors@{revision}" and info.parameters == 29
+    assert {r.filename for r in hub.requests if r.server == "hub"} == {
+        "model.safetensors.index.json",
+        "model.safetensors",
+    }
+    with pytest.raises(CheckpointDownloadError, match=r"revision nope\): revision not found"):
+        inspect_remote(REPO, endpoint=hub.url, token=False, revision="nope")
