@@ -342,3 +342,20 @@ def test_a_live_writer_in_the_folder_blocks_the_sweep(tmp_path):
         assert sweep_temps(tmp_path) == 0
     assert leftover.exists()
     assert sweep_temps(tmp_path) == 1 and not leftover.exists()
+
+
+def test_an_exclusive_write_where_hard_links_are_refused_says_so_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ckpt_formats.atomic import atomic_write
+
+    def refuse(src, dst):  # what FAT or some network file systems answer
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    with pytest.raises(OSError, match="cannot make hard links.*--force") as err:
+        atomic_write(tmp_path / "model.safetensors", lambda tmp: tmp.write_bytes(b"whole"), replace=False)
+    assert err.value.errno == errno.EPERM and list(tmp_path.iterdir()) == []
+    atomic_write(tmp_path / "model.safetensors", lambda tmp: tmp.write_bytes(b"whole"))  # replace works
+    assert (tmp_path / "model.safetensors").read_bytes() == b"whole"

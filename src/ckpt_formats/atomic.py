@@ -23,6 +23,7 @@ fails when ``path`` exists, so of several concurrent writers exactly one wins an
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$", re.DOTALL)
 
 __all__ = [
@@ -134,7 +136,18 @@ def publish_durably(
         replace_durably(tmp, path)
         return
     _prepare(tmp)
-    os.link(tmp, path)  # the exclusive claim: exactly one of several concurrent writers gets it
+    try:
+        os.link(tmp, path)  # the exclusive claim: exactly one of several concurrent writers gets it
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        raise OSError(
+            exc.errno,
+            f"{Path(path).parent}: this file system cannot make hard links, which writing {Path(path).name} "
+            "without replacing an existing file needs; write it with replace (--force) instead",
+        ) from exc
     os.unlink(tmp)
     fsync_directory(Path(path).parent)
 
