@@ -359,3 +359,12 @@ def test_an_exclusive_write_where_hard_links_are_refused_says_so_and_leaves_noth
     assert err.value.errno == errno.EPERM and list(tmp_path.iterdir()) == []
     atomic_write(tmp_path / "model.safetensors", lambda tmp: tmp.write_bytes(b"whole"))  # replace works
     assert (tmp_path / "model.safetensors").read_bytes() == b"whole"
+
+
+def test_a_disabled_format_is_not_a_target(tmp_path, registry, monkeypatch):
+    src = write_safetensors(tmp_path / "m.safetensors")
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", "npz")
+
+    with pytest.raises(ConversionError, match=r"the conversion targets are: safetensors \(\*.safetensors\)$"):
+        convert(src, tmp_path / "m.npz", registry=registry)
+    assert not (tmp_path / "m.npz").exists()

@@ -86,18 +86,26 @@ def parse_size(text: str) -> int:
     return size
 
 
-def saving_formats(registry: Registry) -> list[CheckpointFormat]:
-    """The formats that can be conversion targets (they have a ``save``), highest priority first."""
-    return [f for f in registry.all_formats() if f.save is not None]
+def saving_formats(registry: Registry, safe_only: bool | None = None) -> list[CheckpointFormat]:
+    """The formats that can be conversion targets (they have a ``save``), highest priority first.
+
+    Args:
+        registry: where the formats are registered.
+        safe_only: the safety policy (None: ``CKPT_FORMATS_SAFE_ONLY``); disabled formats are never targets.
+
+    Returns:
+        The allowed formats with a ``save``.
+    """
+    return [f for f in registry.formats(safe_only=safe_only) if f.save is not None]
 
 
-def target_format_for(registry: Registry, output: Path) -> CheckpointFormat:
-    """The format ``output`` will be written in: the highest-priority saving format matching its name.
+def target_format_for(registry: Registry, output: Path, safe_only: bool | None = None) -> CheckpointFormat:
+    """The format ``output`` will be written in: the highest-priority allowed saving format matching its name.
 
     Raises:
         ConversionError: no format that can save matches the name (the message lists those that can).
     """
-    targets = saving_formats(registry)
+    targets = saving_formats(registry, safe_only)
     for fmt in targets:
         if matches_format(output.name, fmt):
             return fmt
@@ -223,7 +231,7 @@ def convert(
             raise ConversionError(f"{output}: a sharded output must be named like model.safetensors")
         claimed = [output, output.with_name(index_name_for(output))]
     else:
-        target = target_format_for(registry, output)
+        target = target_format_for(registry, output, safe_only)
         claimed = [output]
     existing = [p for p in claimed if p.exists()]
     if existing and not force:
