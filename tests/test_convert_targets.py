@@ -164,7 +164,7 @@ def test_force_replaces_a_set_and_removes_what_it_replaced(tmp_path, registry):
 
 
 def _registry_whose_save_fails_on_call(n: int) -> Registry:
-    """safetensors whose save raises on its n-th call (a full disk while writing the n-th shard)."""
+    """safetensors whose save raises on its n-th call (an I/O error while writing the n-th shard)."""
     from safetensors.torch import load_file, save_file
 
     calls = []
@@ -173,7 +173,7 @@ def _registry_whose_save_fails_on_call(n: int) -> Registry:
         calls.append(path)
         save_file(dict(state_dict), str(path), metadata=dict(metadata))
         if len(calls) == n:
-            raise OSError(28, "No space left on device")
+            raise OSError(5, "Input/output error")
 
     class Plugin:
         @hookimpl
