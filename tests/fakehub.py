@@ -4,11 +4,14 @@ Two HTTP servers share one state: the *hub* answers ``HEAD``/``GET /{repo}/resol
 like huggingface.co (``X-Repo-Commit``, ``ETag``, ``X-Linked-Etag``, ``X-Linked-Size``, a 302 ``Location`` to
 the CDN for LFS files, ``X-Error-Code`` EntryNotFound / RepoNotFound / RevisionNotFound / GatedRepo), and the
 *cdn* (another port, so another origin: the client stops following redirects there, as with the real CDN)
-serves the bytes, with ``Range`` support. No xet headers are ever sent: the client uses plain HTTP.
+serves the bytes, with ``Range`` support (``bytes=A-`` and ``bytes=A-B``). No xet headers are ever sent: the
+client uses plain HTTP.
 
 Faults a test can switch on: a status for every hub request (503), a HEAD that hangs, bytes whose sha256
-does not match, a connection dropped mid-body (once), a gate that holds the body back, a lying size.
-Every request is recorded. Each handler waits at most ``MAX_WAIT`` seconds; :meth:`FakeHub.close` (called
+does not match, a connection dropped mid-body (once), a gate that holds the body back, a lying size, a slow
+body (``trickle``: N bytes every T seconds) and a body that stops (``stall_after``: N bytes, then silence).
+Every request is recorded, and so is every body byte the CDN served (:attr:`FakeHub.served`). Each handler
+waits at most ``MAX_WAIT`` seconds; :meth:`FakeHub.close` (called
 by the fixture) releases every waiting handler and stops both servers.
 """
 
@@ -61,6 +64,9 @@ class FakeHub:
         self.drop_once: dict[str, int] = {}  # cdn sends this many bytes, then drops the connection, once
         self.gate: threading.Event | None = None  # cdn bodies wait for it
         self.size_override: dict[str, int] = {}  # X-Linked-Size lies for these
+        self.trickle: dict[str, tuple[int, float]] = {}  # cdn sends (bytes, every seconds) for these
+        self.stall_after: dict[str, int] = {}  # cdn sends this many bytes, then nothing until close()
+        self.served: dict[str, int] = {}  # body bytes the cdn sent, per file name
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._blobs: dict[str, tuple[str, bytes]] = {}  # sha256 -> (filename, bytes)
@@ -85,6 +91,10 @@ class FakeHub:
     def _record(self, seen: Seen) -> None:
         with self._lock:
             self.requests.append(seen)
+
+    def _count(self, filename: str, sent: int) -> None:
+        with self._lock:
+            self.served[filename] = self.served.get(filename, 0) + sent
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -229,28 +239,68 @@ class _Handler(BaseHTTPRequestHandler):
         filename, data = blob
         if filename in fake.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
-        start = 0
+        start, end = 0, len(data) - 1
         ranged = self.headers.get("Range", "")
-        if ranged.startswith("bytes=") and ranged.endswith("-"):
-            start = int(ranged[len("bytes=") : -1])
+        if ranged.startswith("bytes="):
+            first, _, last = ranged[len("bytes=") :].partition("-")
+            start = int(first)
+            end = min(int(last), end) if last else end
         if fake.gate is not None and method == "GET":
             fake.wait(fake.gate)
-        body = data[start:]
-        status = 206 if start else 200
+        body = data[start : end + 1]
+        status = 206 if ranged else 200
         headers = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "Accept-Ranges": "bytes"}
-        if start:
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if ranged:
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         if method == "HEAD":
             self._reply(status, {**headers, "Content-Length": str(len(body))}, send_body=False)
             return
         cut = fake.drop_once.pop(filename, None)
         if cut is not None:
-            self.send_response(status)
-            for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.close_connection = True
+            self._send_slowly(filename, status, headers, body, len(body[:cut]), 0.0, stop=True)
             return
+        if filename in fake.stall_after:
+            self._send_slowly(filename, status, headers, body, fake.stall_after[filename], 0.0, stop=False)
+            return
+        if filename in fake.trickle:
+            step, every = fake.trickle[filename]
+            self._send_slowly(filename, status, headers, body, step, every, stop=False)
+            return
+        fake._count(filename, len(body))  # before sending: a test may look as soon as the client has it
         self._reply(status, headers, body)
+
+    def _send_slowly(
+        self,
+        filename: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        step: int,
+        every: float,
+        stop: bool,
+    ) -> None:
+        """Send ``step`` bytes, then (``stop``) drop the connection, or wait ``every`` s and go on; ``every``
+        0 without ``stop``: send ``step`` bytes, then nothing until close() (a stalled body)."""
+        fake = self.fake
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < len(body):
+                chunk = body[sent : sent + step]
+                fake._count(filename, len(chunk))
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                sent += len(chunk)
+                if stop:
+                    break
+                if every <= 0:
+                    fake.wait()  # stalled: the client must give up
+                    break
+                if fake._stop.wait(every):
+                    break
+        except OSError:  # the client gave up and closed the connection
+            pass
+        self.close_connection = True

@@ -46,8 +46,8 @@ def source(hub, cache: Path, repo_id: str = REPO, **kwargs) -> HubSource:
 
 
 def leftovers(directory: Path) -> list[str]:
-    """Everything in ``directory`` except the lock file (temporary files would show up here)."""
-    return sorted(p.name for p in directory.iterdir() if p.name != ".ckpt-formats-fetch.lock")
+    """Everything in ``directory`` (temporary files and locks would show up here); [] if it is gone."""
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
 def child_env(hub, hf_home: Path, **extra: str) -> dict[str, str]:

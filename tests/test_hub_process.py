@@ -41,7 +41,7 @@ def test_environment_configures_the_client_and_offline_uses_its_cache(hub, tmp_p
     online = child_result(run_child([str(tmp_path / "a"), REPO, *CK_ARGS], child_env(hub, hf_home)))
 
     assert online["format"] == "safetensors" and online["sha256"] == sha256(BOTH[ST])
-    assert hub.seen() == [("hub", "HEAD", ST), ("hub", "HEAD", ST), ("cdn", "GET", ST)]
+    assert hub.seen() == [("hub", "HEAD", ST), ("cdn", "GET", ST)]
     snapshots = hf_home / "hub" / "models--nikopueringer--CorridorKey_v1.0" / "snapshots"
     assert [p.name for p in snapshots.glob(f"*/{ST}")] == [ST]  # the client's own cache layout
     before = len(hub.requests)
@@ -70,8 +70,8 @@ def test_two_processes_download_once_and_both_get_the_valid_file(hub, tmp_path):
     target = tmp_path / "ckpt"
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = []
-    for i, log in enumerate(logs):
-        env = child_env(hub, tmp_path / f"hf-home-{i}")  # separate caches: only our lock can prevent two GETs
+    for log in logs:
+        env = child_env(hub, tmp_path / "hf-home")  # one cache, where the lock lives (keyed by the folder)
         with open(log, "w") as err:
             procs.append(
                 subprocess.Popen(
@@ -108,7 +108,8 @@ def test_two_processes_download_once_and_both_get_the_valid_file(hub, tmp_path):
     ]
     assert [r["sha256"] for r in results] == [sha256(data)] * 2
     assert [r for r in hub.seen() if r[1] == "GET"] == [("cdn", "GET", ST)]  # downloaded once
-    assert leftovers(target) == [ST]
+    assert leftovers(target) == [ST]  # no lock file in the folder
+    assert list((tmp_path / "hf-home" / "hub" / ".locks" / "ckpt-formats").glob("fetch-*.lock"))
 
 
 def test_disk_full_mid_download_names_the_size_and_leaves_nothing(hub, tmp_path):

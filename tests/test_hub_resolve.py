@@ -51,7 +51,6 @@ def test_resolve_falls_back_to_the_pth_and_loads_it(hub, cache, tmp_path):
     assert hub.seen() == [
         ("hub", "HEAD", ST),
         ("hub", "HEAD", PTH),
-        ("hub", "HEAD", PTH),
         ("cdn", "GET", PTH),
     ]
 

@@ -40,9 +40,10 @@ distribution's ``pyproject.toml``::
         register(ST_ALIAS)
 
 ``ckpt-formats list`` shows the new format (or the plugin as broken, with the reason); in tests, register
-the module at run time with ``Registry(load_entry_points=False).register(my_plugin)``. The hooks are
-documented in :mod:`ckpt_formats.hookspecs`, the fields in :class:`CheckpointFormat`, the content checks a
-plugin may reuse in :mod:`ckpt_formats.sniff`; docs/plugin-authors.md has the whole guide.
+the module at run time with ``ckpt_formats.testing.isolated_registry(my_plugin)`` (a registry with no
+installed plugin but yours; the kit also has tiny state dicts, writers and ``assert_same_tensors``). The
+hooks are documented in :mod:`ckpt_formats.hookspecs`, the fields in :class:`CheckpointFormat`, the content
+checks a plugin may reuse in :mod:`ckpt_formats.sniff`; docs/plugin-authors.md has the whole guide.
 """
 
 from __future__ import annotations

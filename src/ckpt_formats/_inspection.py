@@ -13,7 +13,9 @@ from .statedict import unwrap
 
 @dataclass
 class Inspection:
-    path: Path
+    """A checkpoint's summary; ``path`` is a local path, or ``REPO_ID/FILE@REVISION`` for a Hub checkpoint."""
+
+    path: Path | str
     format: str
     executes_code: bool
     tensors: int
@@ -28,15 +30,32 @@ class Inspection:
 
 
 def inspect_checkpoint(
-    path: str | os.PathLike[str], *, safe_only: bool | None = None, registry: Registry | None = None
+    path: str | os.PathLike[str],
+    *,
+    safe_only: bool | None = None,
+    registry: Registry | None = None,
+    device: str = "cpu",
 ) -> Inspection:
-    """Load ``path`` on the CPU through its format's plugin (with the usual content checks) and count."""
+    """Load ``path`` through its format's plugin (with the usual content checks) and count.
+
+    Args:
+        path: the checkpoint file.
+        safe_only: refuse formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
+        registry: the registry to use (default: the process-wide one).
+        device: where the tensors are loaded.
+
+    Returns:
+        The summary.
+
+    Raises:
+        CheckpointError: the file is missing, matches no format, or fails to load.
+    """
     import torch
 
     registry = registry or get_registry()
     path = Path(path)
     fmt, candidate = registry.candidate_for_file(path, safe_only=safe_only)
-    loaded, metadata = registry.load(fmt, candidate, "cpu")
+    loaded, metadata = registry.load(fmt, candidate, device)
     entries = unwrap(loaded)
     tensors = [v for v in entries.values() if isinstance(v, torch.Tensor)]
     dtypes = Counter(str(t.dtype).removeprefix("torch.") for t in tensors)

@@ -12,23 +12,31 @@ manifests) goes through here:
 The file gets the mode a plain ``open(path, "w")`` gets under the umask (not ``mkstemp``'s 0600, which
 some writers, safetensors' ``save_file`` among them, give their output: it is set back before the rename).
 Temporaries left by a killed process are recognised by :func:`is_temp_file` and removed by
-:func:`sweep_temps`.
+:func:`sweep_temps`: while a writer works it holds a shared ``flock`` on the folder, and the sweep runs only
+when it can take the exclusive one, so a live writer's temporary is never swept (POSIX; elsewhere the sweep
+trusts its caller).
+
+``atomic_write(path, write, replace=False)`` publishes with ``os.link`` instead of ``os.replace``: the link
+fails when ``path`` exists, so of several concurrent writers exactly one wins and the others get
+:class:`FileExistsError`, with no window between a check and the rename.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$", re.DOTALL)
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "atomic_write",
     "fsync_directory",
     "is_temp_file",
+    "publish_durably",
     "replace_durably",
     "staged",
     "sweep_temps",
@@ -91,41 +100,114 @@ def _plain_mode() -> int:
     return 0o666 & ~umask
 
 
+def _prepare(tmp: str | os.PathLike[str]) -> None:
+    mode = _plain_mode()
+    if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+        os.chmod(tmp, mode)
+    _fsync_file(Path(tmp))
+
+
 def replace_durably(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Give ``tmp`` the plain-write mode, fsync it, rename it over ``path``, fsync the folder.
 
     For callers that stage files themselves; :func:`atomic_write` and :func:`staged` end with it.
     """
-    mode = _plain_mode()
-    if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
-        os.chmod(tmp, mode)
-    _fsync_file(Path(tmp))
+    _prepare(tmp)
     os.replace(tmp, path)
     fsync_directory(Path(path).parent)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a hidden temporary file beside ``path``, then rename it to ``path``.
+def publish_durably(
+    tmp: str | os.PathLike[str], path: str | os.PathLike[str], *, replace: bool = True
+) -> None:
+    """Move the finished ``tmp`` to ``path``: :func:`replace_durably`, or with ``replace=False`` only if
+    ``path`` does not exist.
+
+    Args:
+        tmp: the finished temporary file (removed on success).
+        path: the final name.
+        replace: False: hard-link ``tmp`` to ``path`` (atomic, fails if ``path`` exists), then unlink ``tmp``.
+
+    Raises:
+        FileExistsError: ``replace`` is False and ``path`` exists (``tmp`` is left for the caller to remove).
+        OSError: the file system refused the rename or the link.
+    """
+    if replace:
+        replace_durably(tmp, path)
+        return
+    _prepare(tmp)
+    try:
+        os.link(tmp, path)  # the exclusive claim: exactly one of several concurrent writers gets it
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        raise OSError(
+            exc.errno,
+            f"{Path(path).parent}: this file system cannot make hard links, which writing {Path(path).name} "
+            "without replacing an existing file needs; write it with replace (--force) instead",
+        ) from exc
+    os.unlink(tmp)
+    fsync_directory(Path(path).parent)
+
+
+@contextmanager
+def writing_in(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold a shared lock on ``folder`` while writing temporaries there (see :func:`sweep_temps`)."""
+    fd = _lock_folder(folder, exclusive=False)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock; a killed process releases it too
+
+
+def _lock_folder(folder: str | os.PathLike[str], *, exclusive: bool) -> int | None:
+    """A descriptor holding a flock on ``folder``; None where locks are unsupported or (exclusive) taken."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], None], *, replace: bool = True
+) -> Path:
+    """Call ``write(tmp)`` on a hidden temporary file beside ``path``, then move it to ``path``.
 
     Args:
         path: the final file name.
         write: writes the whole content to the path it is given (it creates the file).
+        replace: False: never replace an existing ``path`` (:func:`publish_durably`).
 
     Returns:
         ``path``, as a :class:`~pathlib.Path`.
 
     Raises:
+        FileExistsError: ``replace`` is False and ``path`` exists (checked atomically at the end).
         Whatever ``write`` raises, or the ``OSError`` of the rename. On any failure (KeyboardInterrupt
         included) the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
     tmp = temp_path_for(path)
-    try:
-        write(tmp)
-        replace_durably(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing_in(path.parent):
+        try:
+            write(tmp)
+            publish_durably(tmp, path, replace=replace)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -134,26 +216,52 @@ def staged(path: str | os.PathLike[str]) -> Iterator[Path]:
     """``with staged(path) as tmp:`` write ``tmp``; clean exit renames it to ``path``; else it is deleted."""
     path = Path(path)
     tmp = temp_path_for(path)
-    try:
-        yield tmp
-        replace_durably(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing_in(path.parent):
+        try:
+            yield tmp
+            replace_durably(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def sweep_temps(folder: str | os.PathLike[str], target: str | None = None) -> int:
     """Delete the temporaries a killed writer left in ``folder`` (all, or only those of ``target``).
 
-    Returns how many were removed. Only call it where no other process is writing the same targets.
+    Args:
+        folder: the folder to clean (a missing folder is fine).
+        target: only the temporaries of this final file name.
+
+    Returns:
+        How many were removed; 0 when another process is writing in ``folder`` right now (on POSIX every
+        writer of this module holds a shared lock on the folder; the sweep needs the exclusive one, so a live
+        writer's temporary is never removed: the next sweep gets the dead ones).
     """
     folder = Path(folder)
     removed = 0
-    if folder.is_dir():
+    if not folder.is_dir():
+        return 0
+    fd = _lock_folder(folder, exclusive=True)
+    try:
+        if fd is None and _locks_supported():
+            logger.debug("not sweeping %s: another process is writing there", folder)
+            return 0
         for p in folder.iterdir():
             if is_temp_file(p, target) and p.is_file():
-                p.unlink(missing_ok=True)
-                removed += 1
+                with suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+    finally:
+        if fd is not None:
+            os.close(fd)
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted write in %s", removed, folder)
     return removed
+
+
+def _locks_supported() -> bool:
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,195 +1,148 @@
-"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect and convert files."""
+"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect, convert and fetch.
+
+Global options (``--verbose``, ``--safe-only``, ``--json``, ``--device``) are accepted before or after the
+subcommand. Every command prints one line of error and exits 1 on failure; a closed pipe (``| head``) ends
+quietly with status 0.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from ._terminal import configure_logging, echo, echo_json
+from . import _commands as commands
+from ._terminal import configure_logging, echo
 from .errors import CheckpointError
-from .registry import get_registry
-
-CHOICE_ADVICE = "--select NAME or --exclude GLOB"
-"""What the ambiguity error tells a user of this command (its own flags)."""
 
 logger = logging.getLogger("ckpt_formats.cli")
 
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    allowed = {f.name for f in registry.formats(safe_only=args.safe_only)}
-    rows = [
-        {
-            "name": f.name,
-            "priority": f.priority,
-            "globs": list(f.globs),
-            "exclude_globs": list(f.exclude_globs),
-            "executes_code": f.executes_code,
-            "enabled": f.name in allowed,
-            "plugin": f.plugin,
-            "distribution": f.distribution,
-            "can_save": f.save is not None,
-            "description": f.description,
-        }
-        for f in registry.all_formats()
-    ]
-    broken = [b.__dict__ for b in registry.broken_plugins]
-    if args.json:
-        echo_json({"formats": rows, "broken_plugins": broken})
-        return 0
-    echo(f"{'FORMAT':<22} {'PRIO':>5}  {'CODE':<4} {'STATE':<8} {'PLUGIN (DISTRIBUTION)':<34} GLOBS")
-    for r in rows:
-        code = "yes" if r["executes_code"] else "no"
-        state = "enabled" if r["enabled"] else "disabled"
-        origin = f"{r['plugin']} ({r['distribution'] or 'runtime'})"
-        globs = " ".join(r["globs"]) + "".join(f" !{g}" for g in r["exclude_globs"])
-        echo(f"{r['name']:<22} {r['priority']:>5}  {code:<4} {state:<8} {origin:<34} {globs}")
-    for b in broken:
-        echo(f"BROKEN plugin {b['name']} ({b['distribution'] or '?'}): {b['error']}")
-    return 0
+PROG = "ckpt-formats"
+GLOBAL_DEFAULTS: dict[str, Any] = {"verbose": False, "safe_only": None, "json": False, "device": "cpu"}
 
 
-def _cmd_resolve(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    options = {
-        "formats": args.format or None,
-        "exclude": args.exclude,
-        "select": args.select,
-        "safe_only": args.safe_only,
-    }
-    found = registry.discover(args.directory, **options)
-    for fmt in found.formats:
-        names = ", ".join(c.path.name for c in found.candidates.get(fmt.name, [])) or "-"
-        echo(f"  {fmt.name:<22} priority {fmt.priority:>4}: {names}")
-    if args.load:
-        resolved = registry.resolve(args.directory, device=args.device, advice=CHOICE_ADVICE, **options)
-        echo(
-            f"loaded {resolved.path.name} ({resolved.format.name}): {len(resolved.state_dict)} entries "
-            f"on {args.device}"
-        )
-        return 0
-    fmt, candidate, shadowed = found.choose(args.select, advice=CHOICE_ADVICE)
-    files = ", ".join(p.name for p in candidate.paths)
-    echo(f"winner: {candidate.path.name} ({fmt.name}, highest priority with a candidate) [{files}]")
-    if shadowed:
-        echo(f"shadowed: {', '.join(f'{c.path.name} ({c.format})' for c in shadowed)}")
-    return 0
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ._inspection import inspect_checkpoint
-
-    info = inspect_checkpoint(args.file, safe_only=args.safe_only)
-    if args.json:
-        echo_json(info.to_dict())
-        return 0
-    echo(f"file:        {info.path}")
-    echo(f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}")
-    echo(f"tensors:     {info.tensors}")
-    echo(f"parameters:  {info.parameters:,}")
-    echo(f"bytes:       {info.bytes:,}")
-    echo(f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}")
-    if info.non_tensor_entries:
-        echo(f"non-tensor:  {info.non_tensor_entries} entries")
-    for key, value in sorted(info.metadata.items()):
-        echo(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
-    return 0
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
-
-    report = convert(args.source, args.output, force=args.force, safe_only=args.safe_only)
-    echo(
-        f"wrote {report.output} from {report.source.name} ({report.source_format}): "
-        f"{report.tensors} tensors, {report.bytes:,} bytes, verified bit for bit"
-    )
-    if report.skipped:
-        echo(f"skipped non-tensor entries: {', '.join(report.skipped)}")
-    if report.unshared:
-        echo(f"copied tensors that shared storage: {', '.join(report.unshared)}")
-    return 0
-
-
-def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .hub import HubSource, fetch
-
-    filenames: dict[str, list[str]] = {}
-    for item in args.filename:
-        fmt, sep, name = item.partition("=")
-        if not sep or not fmt or not name:
-            raise CheckpointError(
-                f"--filename {item!r}: expected FORMAT=REMOTE_NAME, e.g. safetensors=model.safetensors"
-            )
-        filenames.setdefault(fmt, []).append(name)
     try:
-        source = HubSource(
-            args.repo_id,
-            revision=args.revision,
-            filenames=filenames or None,
-            progress=False if args.no_progress else None,
-        )
-    except ValueError as exc:
-        raise CheckpointError(f"{args.repo_id}: {exc}") from exc
-    logging.getLogger("ckpt_formats.hub").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    registry = get_registry()
-    placed = fetch(source, args.directory, registry.formats(safe_only=args.safe_only))
-    fmt = registry.format_for_file(placed[0])
-    echo(f"{placed[0]} ({fmt.name})")
-    for path in placed[1:]:
-        echo(path)
-    return 0
+        return version("ckpt-formats")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """The options every command accepts, before or after its name (defaults filled in by :func:`main`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options (before or after the command)")
+    s = argparse.SUPPRESS  # unset here: a value given before the command is not overwritten after it
+    g.add_argument("-v", "--verbose", action="store_true", default=s, help="log details and show tracebacks")
+    g.add_argument(
+        "--safe-only",
+        action="store_true",
+        default=s,
+        help="refuse every format whose loading can execute code (also CKPT_FORMATS_SAFE_ONLY=1)",
+    )
+    g.add_argument("--json", action="store_true", default=s, help="print the result as JSON")
+    g.add_argument(
+        "--device",
+        default=s,
+        metavar="DEV",
+        help="where `resolve --load` and `inspect` put the tensors: cpu, cuda, cuda:1, mps (default: cpu)",
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ckpt-formats`` argument parser (every argument has a help text)."""
+    from .convert import DTYPES
+    common = _global_options()
     parser = argparse.ArgumentParser(
-        prog="ckpt-formats",
-        description="Discover, inspect and convert checkpoints through pluggable formats.",
+        prog=PROG,
+        description="Discover, inspect, convert and fetch checkpoints through pluggable formats.",
+        parents=[common],
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
     parser.add_argument(
-        "--safe-only",
-        action="store_true",
-        default=None,
-        help="refuse every format whose loading can execute code (also CKPT_FORMATS_SAFE_ONLY=1)",
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
-    p = sub.add_parser("list", help="registered formats, their priority and plugin, and broken plugins")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_list)
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=kwargs.pop("description", help), parents=[common], **kwargs
+        )
 
-    p = sub.add_parser("resolve", help="which checkpoint in DIR wins, and why")
-    p.add_argument("directory")
-    p.add_argument("--load", action="store_true", help="also load it")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--format", action="append", help="only consider this format (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], help="ignore files matching this glob")
-    p.add_argument("--select", help="choose among several candidates by name or glob")
-    p.set_defaults(func=_cmd_resolve)
+    p = command("list", "registered formats, their priority and plugin, and broken plugins")
+    p.set_defaults(func=commands.cmd_list)
 
-    p = sub.add_parser("inspect", help="format, tensors, parameters, dtypes, bytes and metadata of FILE")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_inspect)
+    p = command("resolve", "which checkpoint in DIR wins, and why")
+    p.add_argument("directory", metavar="DIR", help="the folder to search (not recursive)")
+    p.add_argument("--load", action="store_true", help="also load it (onto --device)")
+    p.add_argument("--format", action="append", metavar="NAME", help="only consider this format (repeatable)")
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="ignore files matching this glob"
+    )
+    p.add_argument("--select", metavar="NAME", help="choose among several candidates by name or glob")
+    p.set_defaults(func=commands.cmd_resolve)
 
-    p = sub.add_parser("convert", help="convert SRC (any loadable format) to DST.safetensors")
-    p.add_argument("source")
-    p.add_argument("output")
+    p = command(
+        "inspect",
+        "format, tensors, parameters, dtypes, bytes and metadata of FILE (or of a Hub checkpoint)",
+        description="Summarise a local checkpoint file, or with --hub a safetensors checkpoint on the "
+        "Hugging Face Hub from its headers alone (HTTP range requests: the tensor data is never downloaded).",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="the checkpoint file (omit with --hub)")
+    p.add_argument("--hub", metavar="REPO_ID", help="inspect this Hub repository's safetensors checkpoint")
+    p.add_argument(
+        "--filename",
+        metavar="NAME",
+        help="with --hub: the remote file (a .safetensors file or a sharded index; default: the sharded "
+        "index, else model.safetensors)",
+    )
+    p.add_argument("--revision", metavar="REV", help="with --hub: branch, tag or commit hash (default: main)")
+    p.set_defaults(func=commands.cmd_inspect)
+
+    p = command(
+        "convert",
+        "convert SRC (any loadable format) to DST, in the format DST's name says",
+        description="Load SRC through its format, clean it (wrappers, prefixes, non-tensors) and write DST "
+        "in the registered format with a save whose globs match DST's name (safetensors, npz, ...). The "
+        "result is reloaded and checked bit for bit before it is placed; nothing is left on failure.",
+    )
+    p.add_argument("source", metavar="SRC", help="the checkpoint file to read")
+    p.add_argument("output", metavar="DST", help="the file to write; its name picks the target format")
     p.add_argument("--force", action="store_true", help="replace an existing output")
-    p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser(
-        "fetch",
-        help="download the best available format of REPO_ID from the Hugging Face Hub into DIR",
-        description="Asks the Hub for each format's file names, highest priority first; falls back to the "
-        "next only when a file is absent from the repository, never on a network error. Uses HF_ENDPOINT, "
-        "HF_HOME, HF_TOKEN and HF_HUB_OFFLINE like every huggingface_hub client.",
+    p.add_argument("--dtype", choices=DTYPES, help="cast floating-point tensors to this dtype")
+    p.add_argument(
+        "--max-shard-size",
+        metavar="SIZE",
+        help="write a sharded safetensors set (DST must end in .safetensors): shards of at most SIZE "
+        "(e.g. 2GB, 500MB, 1GiB) named like DIR/model-00001-of-00003.safetensors, plus DST.index.json",
     )
-    p.add_argument("repo_id")
-    p.add_argument("directory")
+    p.set_defaults(func=commands.cmd_convert)
+
+    p = command(
+        "fetch",
+        "download the best available format of REPO_ID from the Hugging Face Hub into DIR",
+        description="Asks the Hub for each format's file names, highest priority first; falls back to the "
+        "next only when a file is absent from the repository, never on a network error. A DIR that already "
+        "holds a checkpoint is left as it is (--force fetches anyway). Uses HF_ENDPOINT, HF_HOME, HF_TOKEN "
+        "and HF_HUB_OFFLINE like every huggingface_hub client.",
+    )
+    p.add_argument("repo_id", metavar="REPO_ID", help="owner/name of the model repository")
+    p.add_argument("directory", metavar="DIR", help="where the files land (created if needed)")
     p.add_argument("--revision", help="branch, tag or commit hash (a commit hash pins it); default: main")
     p.add_argument(
         "--filename",
@@ -199,24 +152,75 @@ def build_parser() -> argparse.ArgumentParser:
         help="remote file name for a format, replacing its default names (repeatable); "
         "when given, only the formats named are asked for",
     )
-    p.add_argument("--safe-only", action="store_true", default=argparse.SUPPRESS, help="never fetch pickle")
+    p.add_argument("--force", action="store_true", help="fetch even when DIR already holds a checkpoint")
+    p.add_argument(
+        "--stall-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="give up when a download receives no bytes for S seconds (default: 30)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_positive_float,
+        metavar="S",
+        help="give up when a download takes longer than S seconds overall (default: no limit)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: only on a terminal)")
-    p.set_defaults(func=_cmd_fetch)
+    p.set_defaults(func=commands.cmd_fetch)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; global options left out get their defaults.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The namespace, with ``verbose``, ``safe_only``, ``json`` and ``device`` always set.
+    """
     args = build_parser().parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return args
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout went away (``| head``): send what is left to /dev/null, exit quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ckpt-formats``.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success (also when stdout is a closed pipe), 1 on an error, 130 on Ctrl-C.
+    """
+    args = parse_args(argv)
     configure_logging(args.verbose)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except (CheckpointError, OSError) as exc:
         if args.verbose:
             logger.exception("failed")
-        echo(f"ckpt-formats: error: {exc}", file=sys.stderr)
+        echo(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        echo("ckpt-formats: interrupted", file=sys.stderr)
+        echo(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
 

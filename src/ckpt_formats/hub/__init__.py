@@ -11,50 +11,69 @@ the first one that exists (with its companion files) in the directory. The rules
   copied to a hidden temporary file beside their destination (:func:`ckpt_formats.atomic.temp_path_for`)
   while their sha256 (or git blob sha1) is checked against the Hub's, and are renamed into place: discovery
   never sees a partial or unverified file.
-* A lock file in the directory makes concurrent fetches download once; the others find the file placed.
+* A folder that already holds a checkpoint of an allowed format is left alone (:func:`present`); ``force``
+  fetches anyway.
+* A lock in the Hugging Face cache (``.locks/ckpt-formats/``, keyed by the destination's real path) makes
+  concurrent fetches into one folder download once; the others find the file placed. Nothing but the
+  checkpoint's own files is ever created in the directory.
+* A download that receives nothing for ``HubSource.stall_timeout`` seconds, or outlives
+  ``HubSource.deadline``, fails with one line (:mod:`._transfer`).
 * With ``HF_HUB_OFFLINE=1`` the cache alone is used, without any request.
 
 The modules, one reason to change each: :mod:`._source` (:class:`HubSource`), :mod:`._session` (the
-huggingface_hub calls), :mod:`._placement` (integrity and placement), :mod:`._errors` (error translation).
+huggingface_hub calls), :mod:`._transfer` (the bytes, bounded in time), :mod:`._placement` (integrity and
+placement), :mod:`._errors` (error translation), :mod:`._remote` (inspecting a Hub checkpoint from its
+headers).
 huggingface_hub is imported inside the functions: ``import ckpt_formats.hub`` stays cheap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import posixpath
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointNotFoundError
 from ..formats import CheckpointFormat
 from ._source import HubSource
 
-__all__ = ["LOCK_NAME", "HubSource", "fetch"]
+if TYPE_CHECKING:
+    from .._inspection import Inspection
+
+__all__ = ["LOCKS_FOLDER", "HubSource", "fetch", "inspect_remote", "lock_path", "present"]
 
 logger = logging.getLogger("ckpt_formats.hub")
 
-LOCK_NAME = ".ckpt-formats-fetch.lock"
+LOCKS_FOLDER = Path(".locks") / "ckpt-formats"
+"""Where fetch locks live, relative to the Hugging Face cache (the client keeps its own in ``.locks``)."""
 
 
 def fetch(
-    source: HubSource, directory: str | os.PathLike[str], formats: Sequence[CheckpointFormat]
+    source: HubSource,
+    directory: str | os.PathLike[str],
+    formats: Sequence[CheckpointFormat],
+    *,
+    force: bool = False,
 ) -> list[Path]:
     """Download the best available format of ``source`` into ``directory``.
 
     Args:
         source: the repository, revision and settings.
-        directory: where the files land (created if needed).
+        directory: where the files land (created if needed; removed again if the fetch fails and it is empty).
         formats: the allowed formats, highest priority first (the safety policy already applied).
+        force: download even when ``directory`` already holds a checkpoint of one of ``formats``.
 
     Returns:
-        The paths placed: the primary file first, then its companions.
+        The paths placed (or, without ``force``, already there): the primary file first, then its companions.
 
     Raises:
         CheckpointNotFoundError: the repository has none of the files asked for.
-        CheckpointDownloadError: anything else (network, access, integrity, disk space).
+        AmbiguousCheckpointError: (without ``force``) ``directory`` already holds several checkpoints.
+        CheckpointDownloadError: anything else (network, stall, deadline, access, integrity, disk space).
     """
     from ._placement import place
     from ._session import Absent, Session
@@ -67,45 +86,80 @@ def fetch(
             f"nothing to fetch from {source.repo_url}: none of the allowed formats ({allowed}) has hub file "
             "names; pass them with HubSource(filenames={FORMAT: [NAME]}) (command line: --filename FMT=NAME)"
         )
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    with _directory_lock(directory):
-        placed = _already_placed(directory, plan)
-        if placed:
-            logger.info("%s already present in %s; nothing downloaded", placed[0].name, directory)
-            return placed
-        session = Session(source, directory)
-        asked: list[str] = []
-        for fmt, name in plan:
-            asked.append(f"{name} ({fmt.name})")
-            try:
-                primary = session.resolve(name)
-            except Absent:
-                logger.info("%s has no %s at revision %s", source.repo_url, name, session.revision)
-                continue
-            return place(session, fmt, primary)
-    raise CheckpointNotFoundError(
-        f"{source.repo_url} (revision {session.revision}) has none of the files asked for: "
-        f"{', '.join(asked)}. Check the repository id and revision, or name the files with "
-        "HubSource(filenames=...) (command line: --filename FMT=NAME)"
-    )
+    try:
+        with _fetch_lock(lock_path(source, directory), directory):
+            placed = None if force else present(directory, formats)
+            if placed:
+                logger.info("%s already present in %s; nothing downloaded", placed[0].name, directory)
+                return placed
+            session = Session(source, directory)
+            asked: list[str] = []
+            for fmt, name in plan:
+                asked.append(f"{name} ({fmt.name})")
+                try:
+                    primary = session.resolve(name)
+                except Absent:
+                    logger.info("%s has no %s at revision %s", source.repo_url, name, session.revision)
+                    continue
+                return place(session, fmt, primary)
+        raise CheckpointNotFoundError(
+            f"{source.repo_url} (revision {session.revision}) has none of the files asked for: "
+            f"{', '.join(asked)}. Check the repository id and revision, or name the files with "
+            "HubSource(filenames=...) (command line: --filename FMT=NAME)"
+        )
+    except BaseException:
+        if created:
+            with suppress(OSError):
+                directory.rmdir()  # only if still empty: a folder we made for nothing goes again
+        raise
 
 
-def _already_placed(directory: Path, plan: Sequence[tuple[CheckpointFormat, str]]) -> list[Path]:
-    """What a concurrent fetch (which held the lock before us) placed, primary first; else []."""
-    for fmt, name in plan:
-        primary = directory / posixpath.basename(name)
-        if primary.is_file():
-            companions = [directory / c for c in (fmt.companions(primary) if fmt.companions else [])]
-            if all(c.is_file() for c in companions):
-                return [primary, *companions]
-    return []
+def present(directory: str | os.PathLike[str], formats: Sequence[CheckpointFormat]) -> list[Path] | None:
+    """The checkpoint ``directory`` already resolves to among ``formats``: its files, primary first.
+
+    Args:
+        directory: the folder (missing is fine: None).
+        formats: the allowed formats, highest priority first.
+
+    Returns:
+        The winning candidate's paths, or None when no allowed format has a candidate there.
+
+    Raises:
+        AmbiguousCheckpointError: several candidates of the winning format (fetching would add one more).
+    """
+    from ..registry._discovery import discover
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = discover(directory, formats, formats)
+    if found.winner is None:
+        return None
+    _, candidate, _ = found.choose()
+    return list(candidate.paths)
+
+
+def lock_path(source: HubSource, directory: str | os.PathLike[str]) -> Path:
+    """The lock file of fetches into ``directory``: in the cache, named by a hash of its real path."""
+    key = hashlib.sha256(os.path.realpath(directory).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return source.resolved_cache_dir / LOCKS_FOLDER / f"fetch-{key}.lock"
+
+
+def inspect_remote(repo_id: str, **kwargs: Any) -> Inspection:
+    """Summarise a safetensors checkpoint on the Hub from its headers; see :func:`._remote.inspect_remote`."""
+    from ._remote import inspect_remote as _inspect
+
+    return _inspect(repo_id, **kwargs)
 
 
 @contextmanager
-def _directory_lock(directory: Path) -> Iterator[None]:
+def _fetch_lock(path: Path, directory: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(directory / LOCK_NAME))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:

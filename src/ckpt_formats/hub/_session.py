@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointDownloadError
-from ._errors import NO_SPACE, download_error, free_bytes, human, is_remote_absent, no_space_error, reason
+from ._errors import download_error, free_bytes, human, is_remote_absent, no_space_error, reason
 from ._placement import COMMIT, digest_from_blob
 from ._source import HubSource
 
@@ -101,7 +101,7 @@ class Session:
         return metadata
 
     def _download(self, name: str, metadata: Any) -> Remote:
-        from huggingface_hub import hf_hub_download
+        from ._transfer import download_to_cache
 
         logger.info(
             "Downloading %s (%s) from %s (revision %s)",
@@ -110,24 +110,8 @@ class Session:
             self.source.repo_url,
             self.revision,
         )
-        try:
-            path = hf_hub_download(
-                self.source.repo_id,
-                name,
-                revision=self.revision,
-                cache_dir=self.cache_dir,
-                token=self.source.token,
-                endpoint=self.source.endpoint,
-                etag_timeout=self.source.timeout,
-                tqdm_class=_progress_class(self.source.progress),
-            )
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise self.no_space(name, metadata.size, self.cache_dir, exc) from exc
-            raise self.error(name, exc) from exc
-        except Exception as exc:
-            raise self.error(name, exc) from exc
-        return Remote(name, Path(path), metadata.etag, metadata.size)
+        path = download_to_cache(self, name, metadata, _progress_class(self.source.progress))
+        return Remote(name, path, metadata.etag, metadata.size)
 
     def _remember_absent(self, name: str, exc: BaseException) -> None:
         """Record the absence in the cache as the client does (``.no_exist``), so offline runs know it."""
@@ -167,18 +151,16 @@ class Session:
 
 
 def _progress_class(progress: bool | None) -> Any:
-    """huggingface_hub's own bar: auto (TTY only) for None, forced on for True, silent for False."""
-    from huggingface_hub.utils import silent_tqdm
+    """huggingface_hub's own bar: auto (terminal only) for None, forced on for True, none for False."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
-    if progress is None:
+    if progress is False:
         return None
-    if not progress:
-        return silent_tqdm
+    forced = bool(progress)
 
-    class _ForcedBar(hf_tqdm):  # shown even when stderr is not a terminal (HF_HUB_DISABLE_PROGRESS_BARS wins)
+    class _Bar(hf_tqdm):  # HF_HUB_DISABLE_PROGRESS_BARS still wins (hf_tqdm checks it)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = False
+            kwargs["disable"] = False if forced else None  # None: tqdm shows it only on a terminal
             super().__init__(*args, **kwargs)
 
-    return _ForcedBar
+    return _Bar

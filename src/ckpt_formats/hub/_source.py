@@ -23,7 +23,9 @@ class HubSource:
         progress: progress bar on stderr; None shows one only when stderr is a terminal.
         cache_dir: the Hugging Face cache to download through (default: the client's ``HF_HUB_CACHE``).
         endpoint: Hub URL (default: the client's ``HF_ENDPOINT``).
-        timeout: seconds to wait for the Hub's answer about each file.
+        timeout: seconds to wait for the Hub's answer about each file (and to connect).
+        stall_timeout: a download that receives no byte for this many seconds fails.
+        deadline: a download of one file that takes longer than this many seconds fails (None: no limit).
 
     Raises:
         ValueError: (when made) the repository id is not valid, or a file name leaves the repository.
@@ -37,11 +39,18 @@ class HubSource:
     cache_dir: str | os.PathLike[str] | None = None
     endpoint: str | None = None
     timeout: float = 10.0
+    stall_timeout: float = 30.0
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         from huggingface_hub.utils import validate_repo_id
 
         validate_repo_id(self.repo_id)  # a ValueError naming the bad id
+        for label, value in (("timeout", self.timeout), ("stall_timeout", self.stall_timeout)):
+            if not value > 0:
+                raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
+        if self.deadline is not None and not self.deadline > 0:
+            raise ValueError(f"deadline must be a positive number of seconds or None, got {self.deadline!r}")
         if self.filenames is not None:
             names: dict[str, tuple[str, ...]] = {}
             for fmt, value in self.filenames.items():

@@ -42,12 +42,14 @@ class Registry:
                 self._plugins.load_entry_points()
         return self._plugins
 
-    def register(self, plugin: object, name: str | None = None) -> str:
+    def register(self, plugin: object, name: str | None = None, *, distribution: str | None = None) -> str:
         """Register a plugin object or module at run time (applications, tests).
 
         Args:
             plugin: a module or object with ``@hookimpl`` functions.
             name: the plugin's name (default: its ``__name__``, else its class name).
+            distribution: the installed distribution it comes from (``ckpt_formats.testing`` passes it for
+                entry points it loads); None for a plugin defined at run time.
 
         Returns:
             The name it was registered under.
@@ -58,7 +60,7 @@ class Registry:
         """
         plugins = self._ensure_loaded()
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        plugins.add(plugin, name, None)
+        plugins.add(plugin, name, distribution)
         return name
 
     def unregister(self, name: str) -> None:
