@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -302,3 +303,26 @@ def test_early_failures_leave_no_folders(tmp_path: Path, ckpt_dir: Path) -> None
 
     helptext = run_cli("infer", "--help").stdout
     assert "cuda, cuda:N, mps, cpu or auto" in " ".join(helptext.split())
+
+
+def test_the_documented_farm_loop_adds_up_to_the_whole_clip(tmp_path: Path, ckpt_dir: Path) -> None:
+    """docs/cli.md's shell loop, run as written: chunks of 2 frames over 1001-1005, in parallel."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    assert len(blocks) == 1 and "--frames" in blocks[0]
+    names = [f"farm_{n}" for n in range(1001, 1006)]
+    clip = make_clip(tmp_path / "farm", names, SIZE)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SHOT": str(clip),
+        "FIRST": "1001",
+        "LAST": "1005",
+        "CHUNK": "2",
+        "CORRIDORKEY_CHECKPOINT_DIR": str(ckpt_dir),  # the tiny checkpoint carries its img_size
+        "CORRIDORKEY_DEVICE": "cpu",
+    }
+    subprocess.run(["bash", "-eu", "-c", blocks[0]], env=env, timeout=600, check=True)
+    for folder in ("Matte", "FG", "Processed", "Comp"):
+        assert sorted(p.stem for p in (clip / folder).iterdir()) == names, folder
+    assert decode_video(clip / "Comp.mp4") == (5, 24.0)

@@ -26,6 +26,14 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else frame
 
 
+def video_rate(fps: float) -> Fraction:
+    """``fps`` as an exact rate: NTSC rates (23.976, 29.97, 59.94) as N*1000/1001, others as they are."""
+    ntsc = fps * 1.001
+    if abs(ntsc - round(ntsc)) < 0.005 and abs(fps - round(fps)) > 0.005:
+        return Fraction(round(ntsc) * 1000, 1001)
+    return Fraction(fps).limit_denominator(1001)
+
+
 def write_comp_video(path: Path, frames: Sequence[Path], fps: float, crf: int = 18) -> Path:
     """Encode ``frames`` (image files, in order) as an H.264 MP4 at ``fps``, atomically.
 
@@ -47,7 +55,7 @@ def write_comp_video(path: Path, frames: Sequence[Path], fps: float, crf: int = 
         raise FrameIOError(
             f"{path}: --comp-video needs PyAV; `pip install av` (part of the `engine` extra)"
         ) from exc
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = video_rate(fps)
 
     def encode(tmp: Path) -> None:
         with av.open(str(tmp), mode="w", format="mp4") as container:
