@@ -31,6 +31,7 @@ def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(ckpt_dir: Path):
+    """The checkpoint loaded in-process: the reference the CLI's outputs must match."""
     from corridorkey_engine.engine import load_engine
 
     return load_engine(ckpt_dir, device="cpu", img_size=TINY_IMG_SIZE)

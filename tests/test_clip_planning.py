@@ -1,5 +1,5 @@
 """The planning pieces of ``corridorkey infer``, in-process: frame selection, file types per output, clip
-layouts, settings comparison, the comp movie's atomic write, and checks that create nothing."""
+layouts, settings comparison and the comp movie's atomic write."""
 
 from __future__ import annotations
 
@@ -110,13 +110,3 @@ def test_comp_movie_is_whole_or_absent(tmp_path: Path) -> None:
         write_comp_video(movie, frames, fps=24)
     assert not movie.exists()
     assert not [p for p in tmp_path.iterdir() if atomic.is_temp_file(p)]
-
-
-def test_the_writability_check_creates_nothing(tmp_path: Path) -> None:
-    target = tmp_path / "renders" / "sh010" / "Matte"
-    images.check_writable(target)
-    assert list(tmp_path.iterdir()) == []
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(FrameIOError, match="not writable"):
-        images.check_writable(tmp_path / "file" / "Matte")
-    assert [p.name for p in tmp_path.iterdir()] == ["file"]

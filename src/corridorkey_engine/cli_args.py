@@ -29,6 +29,7 @@ example session:
   shot010_0001.exr  shot010_0002.exr  shot010_0003.exr  ...
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
   shot010: 100%|██████████| 120/120 [01:05<00:00,  1.84frame/s]
+  shot010: keyed 120 of 120 frames in 65.2 s
   keyed 120 frames (0 skipped) from 1 clip(s) in 65.21 s: 1.84 frames/s (model load 3.1 s)
   device cuda (float16), checkpoint /home/me/models/corridorkey/CorridorKey_v1.0.safetensors (safetensors)
   outputs in /shots/shot010/: Matte/ FG/ Processed/ Comp/
@@ -36,12 +37,15 @@ example session:
   nothing to do: all 120 frames of 1 clip(s) are done (--overwrite redoes them)
 
   $ corridorkey infer shot020 shot030 --hint chroma --outputs matte,comp --exr-dtype float --output /renders
+  $ corridorkey infer shots/ --frames 1001-1050 --comp-video   # each clip in shots/, one farm chunk
   $ corridorkey demo            # a synthetic clip keyed with the bundled model, offline
 
-A clip folder holds Input/ (PNG, JPEG, TIFF or EXR frames, or one video file) and AlphaHint/ (a coarse
-matte, white = foreground, as a matching sequence or video). Outputs land beside them (or in
---output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
-Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames.
+A clip folder holds Input/ (PNG, JPEG, TIFF, EXR or BMP frames, or one video file) or an Input.mp4 video,
+and AlphaHint/ or AlphaHint.mp4 (a coarse matte, white = foreground, matching the input); a PATH may
+also be a folder of such clips. Outputs land beside them (or in --output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
+Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames
+(--format picks EXR or PNG per output); corridorkey.json records the settings, and frames made with other
+settings are redone.
 Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched from the hub on first run.
 """
 
