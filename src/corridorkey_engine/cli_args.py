@@ -42,10 +42,10 @@ example session:
 
 A clip folder holds Input/ (PNG, JPEG, TIFF, EXR or BMP frames, or one video file) or an Input.mp4 video,
 and AlphaHint/ or AlphaHint.mp4 (a coarse matte, white = foreground, matching the input); a PATH may
-also be a folder of such clips. Outputs land beside them (or in --output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
-Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames
-(--format picks EXR or PNG per output); corridorkey.json records the settings, and frames made with other
-settings are redone.
+also be a folder of such clips. Outputs land beside them (or in --output DIR/<clip name>/): Matte/
+(linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR), Processed/ (linear premultiplied RGBA,
+EXR), Comp/ (8-bit PNG preview), named after the input frames (--format picks EXR or PNG per output);
+corridorkey.json records the settings, and frames made with other settings are redone.
 Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched from the hub on first run.
 """
 
