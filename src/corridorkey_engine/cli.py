@@ -81,7 +81,7 @@ def _checkpoint_advice(message: str, source: CheckpointSource) -> str:
         return f"{message}; put a checkpoint in {folder} or pass --checkpoint-dir DIR, {demo}"
     repo = getattr(source.hub, "repo_id", None) or source.hub
     return (
-        f"{message.rstrip('. ')}. Without network: fetch it on a connected machine with "
+        f"{message.rstrip('. ')}. To key offline: fetch the weights on a connected machine with "
         f"`ckpt-formats fetch {repo} DIR` and pass --checkpoint-dir DIR (or copy it into {folder}), {demo}"
     )
 
