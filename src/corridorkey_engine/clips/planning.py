@@ -110,13 +110,6 @@ class Clip:
         suffix = self.filetypes[kind].suffix if kind in self.filetypes else spec.suffix
         return self.out_dir / spec.folder / f"{self.input.names[index]}{suffix}"
 
-    def frame_done(self, index: int, outputs: tuple[str, ...] | list[str]) -> bool:
-        """True when every selected output of frame ``index`` exists and is whole (settings aside: see
-        :func:`plan_frames`)."""
-        from .completeness import output_complete
-
-        return all(output_complete(self.output_path(kind, index)) for kind in outputs)
-
 
 def _frame_size(seq: FrameSequence) -> tuple[int, int]:
     with FrameReader(seq) as reader:
