@@ -155,7 +155,7 @@ def main() -> None:
         h, w = args.size
         kind = "EXR" if args.exr_input else "PNG"
         print(f"clip: {args.frames} {kind} frames {w}x{h}, img_size {args.img_size}, cpus {os.cpu_count()}")
-        print(summary.splitlines()[1] if len(summary.splitlines()) > 1 else summary)
+        print(next((ln for ln in summary.splitlines() if ln.startswith("device ")), summary))
         runs_b = ", ".join(f"{x:.3f}" for x in bare)
         runs_q = ", ".join(f"{x:.3f}" for x in piped)
         print(f"bare process_frame loop : best {b:7.3f} frames/s, median {mb:7.3f}  (runs: {runs_b})")

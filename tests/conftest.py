@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,16 @@ def hub():
 def cache(tmp_path: Path) -> Path:
     """A private Hugging Face cache directory."""
     return tmp_path / "hf-cache"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Caches the code under test keeps (the checkpoint hash cache) go to a temporary folder, for this
+    process and the ``corridorkey`` processes it starts, never to the user's ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -162,7 +162,7 @@ def test_exr_input_float_outputs_subset_and_output_dir(tmp_path: Path, ckpt_dir:
     proc = infer(clip, ckpt_dir, "--exr-dtype", "float", "--outputs", "matte,processed", "--output", out)
     assert_ok(proc)
     dest = out / "shot020"
-    assert sorted(p.name for p in dest.iterdir()) == ["Matte", "Processed"]
+    assert sorted(p.name for p in dest.iterdir()) == ["Matte", "Processed", "corridorkey.json"]
     assert sorted(p.name for p in clip.iterdir()) == ["AlphaHint", "Input"]  # nothing written beside
     for i in range(2):
         name = f"p.{i + 1:04d}"

@@ -173,12 +173,13 @@ def test_chroma_hint_separates_disc_from_screen(screen: str) -> None:
     assert hint[alpha < 0.01].mean() < 0.1
 
 
-def test_check_writable(tmp_path: Path) -> None:
-    images.check_writable(tmp_path / "a" / "b")
-    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())
+def test_check_writable_creates_nothing(tmp_path: Path) -> None:
+    images.check_writable(tmp_path / "a" / "b")  # probed in the nearest existing folder, then removed
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(errors.FrameIOError, match="not writable"):
         images.check_writable(tmp_path / "file" / "Matte")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ckpt_formats import CheckpointError
+from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
 
 from .cli_args import PROG, build_parser, checkpoint_source, default_io_threads, key_options
 from .errors import CliError, CorridorKeyError
@@ -35,8 +35,10 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    roots = [c.resolve() for c in args.clips]
-    names = [r.name for r in roots]
+    from .clips.layout import expand_clip_paths
+
+    found = expand_clip_paths(args.clips)
+    names = [c.path.name for c in found if c.error is None]
     if args.output is not None and len(set(names)) != len(names):
         raise CliError("two clips share a folder name; with --output their outputs would collide")
     if args.ray is None and (args.ray_workers or args.ray_gpus_per_worker is not None):
@@ -44,60 +46,105 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from .cli_ray import run_infer
 
-        return run_infer(args, roots, key_options(args), checkpoint_source(args), args.output)
-    return _key_clips(args, roots, key_options(args), checkpoint_source(args), args.output)
+        return run_infer(args, found, key_options(args), checkpoint_source(args), args.output)
+    return _key_clips(args, found, key_options(args), checkpoint_source(args), args.output)
+
+
+def _report(args: argparse.Namespace, message: str, exc: BaseException | None = None) -> None:
+    """One error line on stderr (the traceback first with --verbose); the run goes on."""
+    if args.verbose and exc is not None:
+        log.error("%s", message, exc_info=exc)
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _load_engine(args: argparse.Namespace, source: CheckpointSource) -> Any:
+    """The engine, or a one-line error that says where a checkpoint can come from."""
+    from .engine import load_engine
+
+    try:
+        return load_engine(
+            source, device=args.device, precision=args.precision, img_size=args.img_size, compile=args.compile
+        )
+    except (CheckpointNotFoundError, CheckpointDownloadError) as exc:
+        raise CliError(_checkpoint_advice(str(exc), source)) from exc
+
+
+def _checkpoint_advice(message: str, source: CheckpointSource) -> str:
+    """The registry's message, followed by every way to get a checkpoint (no hub advice with --no-hub)."""
+    from .demo.clip import bundled_checkpoint_dir
+
+    demo = f"or try corridorkey with its bundled demo model: `corridorkey demo` ({bundled_checkpoint_dir()})"
+    folder = source.directory
+    if source.hub is None:
+        message = message.removesuffix("; place a checkpoint there or configure a hub source")
+        return f"{message}; put a checkpoint in {folder} or pass --checkpoint-dir DIR, {demo}"
+    repo = getattr(source.hub, "repo_id", None) or source.hub
+    return (
+        f"{message.rstrip('. ')}. To key offline: fetch the weights on a connected machine with "
+        f"`ckpt-formats fetch {repo} DIR` and pass --checkpoint-dir DIR (or copy it into {folder}), {demo}"
+    )
 
 
 def _key_clips(
     args: argparse.Namespace,
-    roots: Sequence[Path],
+    roots: Sequence[Path | Any],
     opts: Any,
     source: CheckpointSource,
     output: Path | None = None,
 ) -> int:
-    """Check every clip, load the engine, key what is left with a progress bar, print the summary."""
-    from .clips.pipeline import key_clip, plan_frames, prepare_clip
+    """Check every clip (reporting the bad ones), check the device and load the engine, then key what is
+    left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
+    frame is keyed. Returns 1 when any clip failed."""
+    from dataclasses import replace
 
-    clips = [prepare_clip(c, opts, output) for c in roots]
+    from .clips.fingerprint import model_settings, program_version
+    from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
+    from .device import resolve_device
+
+    clips, failed = prepare_clips(args, roots, opts, output)
+    if not clips:
+        return 1
+    resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
+    t0 = time.perf_counter()
+    engine = _load_engine(args, source)
+    load_s = time.perf_counter() - t0
+    log.info("engine ready in %.1f s: %s", load_s, engine.describe())
+    settings, about = model_settings(engine)
+    opts = replace(opts, model=settings, about={**about, "program": program_version()})
+    if engine.device.type == "cuda":
+        opts = replace(opts, pin_memory=True)
     plans = [plan_frames(c, opts) for c in clips]
     total = sum(len(p) for p in plans)
     frames = sum(len(c) for c in clips)
-    if total == 0:
+    if total == 0 and not failed and not opts.comp_video:
         if not args.quiet:
             print(
                 f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done "
                 "(--overwrite redoes them)"
             )
         return 0
-    from .device import resolve_device
-
-    device = resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
-    from .engine import load_engine
-
-    t0 = time.perf_counter()
-    engine = load_engine(
-        source, device=device, precision=args.precision, img_size=args.img_size, compile=args.compile
-    )
-    load_s = time.perf_counter() - t0
-    log.info("engine ready in %.1f s: %s", load_s, engine.describe())
-    if engine.device.type == "cuda":
-        from dataclasses import replace
-
-        opts = replace(opts, pin_memory=True)
 
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
     keyed = 0
+    lines: list[str] = []
+    errors: list[BaseException] = []
     start = time.perf_counter()
     try:
         for clip, todo in zip(clips, plans, strict=True):
             bar.set_description(clip.name)
-            if not args.quiet and len(todo) < len(clip):
-                bar.write(
-                    f"{clip.name}: {len(clip) - len(todo)} of {len(clip)} frames already done, skipping them"
-                )
-            keyed += key_clip(engine, clip, opts, frames=todo, on_frame=bar.update).keyed
+            try:
+                result = None
+                if todo:
+                    begin_clip(clip, opts, todo)
+                    result = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
+                    keyed += result.keyed
+                movie = finish_clip(clip, opts)
+            except (CorridorKeyError, OSError) as exc:
+                errors.append(exc)  # reported under the progress bar, once it is closed
+                continue
+            lines.append(_clip_line(clip, opts, todo, result.seconds if result else 0.0, movie))
     except KeyboardInterrupt:
         bar.close()
         print(
@@ -109,18 +156,61 @@ def _key_clips(
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    for exc in errors:
+        _report(args, str(exc), exc)
+    failed += len(errors)
     if not args.quiet:
-        skipped = frames - keyed
+        for line in lines:
+            print(line)
         fps = keyed / seconds if seconds > 0 else float("inf")
         print(
-            f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
-            f"{fps:.2f} frames/s (model load {load_s:.1f} s)"
+            f"keyed {keyed} frames ({frames - keyed} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
+            f"{fps:.2f} frames/s (model load {load_s:.1f} s)" + (f"; {failed} failed" if failed else "")
         )
         print(engine.describe())
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
-    return 0
+    return 1 if failed else 0
+
+
+def prepare_clips(
+    args: argparse.Namespace, roots: Sequence[Path | Any], opts: Any, output: Path | None
+) -> tuple[list[Any], int]:
+    """Check every clip (creating nothing), reporting each bad one on a line; the good clips and how many
+    failed."""
+    from .clips.layout import ClipPath
+    from .clips.pipeline import prepare_clip
+
+    failed = 0
+    clips = []
+    for item in roots:
+        item = item if isinstance(item, ClipPath) else ClipPath(Path(item))
+        if item.error is not None:
+            _report(args, item.error)
+            failed += 1
+            continue
+        try:
+            clips.append(prepare_clip(item.path, opts, output))
+        except (CorridorKeyError, OSError) as exc:
+            _report(args, str(exc), exc)
+            failed += 1
+    return clips, failed
+
+
+def _clip_line(clip: Any, opts: Any, todo: Sequence[int], seconds: float, movie: Path | None) -> str:
+    """``shot010: keyed 12 of 120 frames (frames 1001-1012) in 8.1 s; Comp.mp4 written``."""
+    selected = f" (frames {opts.frames.describe()})" if not opts.frames.everything else ""
+    text = f"{clip.name}: keyed {len(todo)} of {len(clip)} frames{selected} in {seconds:.1f} s"
+    if movie is not None:
+        text += f"; {movie.name} written"
+    elif opts.comp_video:
+        text += (
+            "; Comp.mp4 up to date"
+            if (clip.out_dir / "Comp.mp4").is_file()
+            else "; Comp.mp4 waits for the rest"
+        )
+    return text
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ example session:
   shot010_0001.exr  shot010_0002.exr  shot010_0003.exr  ...
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
   shot010: 100%|██████████| 120/120 [01:05<00:00,  1.84frame/s]
+  shot010: keyed 120 of 120 frames in 65.2 s
   keyed 120 frames (0 skipped) from 1 clip(s) in 65.21 s: 1.84 frames/s (model load 3.1 s)
   device cuda (float16), checkpoint /home/me/models/corridorkey/CorridorKey_v1.0.safetensors (safetensors)
   outputs in /shots/shot010/: Matte/ FG/ Processed/ Comp/
@@ -40,14 +41,23 @@ example session:
   nothing to do: all 120 frames of 1 clip(s) are done (--overwrite redoes them)
 
   $ corridorkey infer shot020 shot030 --hint chroma --outputs matte,comp --exr-dtype float --output /renders
+  $ corridorkey infer shots/ --frames 1001-1050 --comp-video   # each clip in shots/, one farm chunk
   $ corridorkey demo            # a synthetic clip keyed with the bundled model, offline
 
-A clip folder holds Input/ (PNG, JPEG, TIFF or EXR frames, or one video file) and AlphaHint/ (a coarse
-matte, white = foreground, as a matching sequence or video). Outputs land beside them (or in
---output DIR/<clip name>/): Matte/ (linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR),
-Processed/ (linear premultiplied RGBA, EXR), Comp/ (8-bit PNG preview), named after the input frames.
+A clip folder holds Input/ (PNG, JPEG, TIFF, EXR or BMP frames, or one video file) or an Input.mp4 video,
+and AlphaHint/ or AlphaHint.mp4 (a coarse matte, white = foreground, matching the input); a PATH may
+also be a folder of such clips. Outputs land beside them (or in --output DIR/<clip name>/): Matte/
+(linear alpha, 1-channel EXR), FG/ (straight sRGB foreground, EXR), Processed/ (linear premultiplied RGBA,
+EXR), Comp/ (8-bit PNG preview), named after the input frames (--format picks EXR or PNG per output);
+corridorkey.json records the settings, and frames made with other settings are redone.
 Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched from the hub on first run.
 """
+
+
+DEVICE_HELP = (
+    "cuda, cuda:N, mps, cpu or auto (default: $CORRIDORKEY_DEVICE, else auto: cuda when available, "
+    "else mps, else cpu)"
+)
 
 
 def default_io_threads() -> int:
@@ -70,6 +80,26 @@ def _outputs_arg(text: str) -> tuple[str, ...]:
             f"unknown output {bad[0]!r}; choose from {', '.join(OUTPUTS)} or all"
         )
     return names
+
+
+def _frames_arg(text: str) -> str:
+    from .clips.frameranges import FrameSelection
+
+    try:
+        FrameSelection.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _format_arg(text: str) -> str:
+    from .clips.outputs import parse_format_spec
+
+    try:
+        parse_format_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
@@ -148,7 +178,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         f"--screen-color blue {blue})",
     )
     hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
-    g.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument(
         "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
     )
@@ -175,13 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser(
         "infer",
-        help="key one or more clip folders",
-        description="Key every frame of each CLIP_DIR (Input/ + AlphaHint/) and write VFX-ready outputs. "
-        "Finished frames are skipped, so an interrupted run resumes where it stopped.",
+        help="key clip folders, or folders of clips",
+        description="Key every frame of each clip (Input/ + AlphaHint/ folders, or Input.mp4 + "
+        "AlphaHint.mp4 videos) and write VFX-ready outputs. A PATH is a clip or a folder of clips (each "
+        "subfolder that is a clip). Finished frames are skipped, so an interrupted run resumes where it "
+        "stopped; frames made with other settings are redone.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    infer.add_argument("clips", nargs="+", type=Path, metavar="CLIP_DIR", help="clip folder(s)")
+    infer.add_argument(
+        "clips", nargs="+", type=Path, metavar="PATH", help="clip folder(s) or folder(s) of clips"
+    )
     _add_engine_options(infer)
     k = infer.add_argument_group("keying")
     gamma = k.add_mutually_exclusive_group()
@@ -222,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="alphahint: read AlphaHint/ (default); chroma: a rough built-in difference key of the "
         "--screen-color screen",
     )
+    r = infer.add_argument_group("frame ranges (render-farm chunks: docs/cli.md)")
+    r.add_argument(
+        "--frames",
+        type=_frames_arg,
+        metavar="RANGES",
+        help="key only these frames: A-B (inclusive) and N, comma-separated, e.g. 1001-1050,1060; the "
+        "number in the file name for image sequences, the index from 0 for a video",
+    )
+    r.add_argument("--max-frames", type=_positive_int, metavar="N", help="key at most the first N selected")
     o = infer.add_argument_group("outputs")
     o.add_argument(
         "--output", type=Path, metavar="DIR", help="write to DIR/<clip name>/ instead of the clip folder"
@@ -234,6 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of matte,fg,processed,comp (default: all)",
     )
     o.add_argument("--exr-dtype", choices=["half", "float"], default="half", help="EXR bit depth (half)")
+    o.add_argument(
+        "--format",
+        type=_format_arg,
+        metavar="SPEC",
+        help="file type per output, e.g. matte=png:16,fg=exr:float:piz (exr[:half|float][:COMPRESSION], "
+        "png[:8|16]; all=... sets every output; default: EXR half ZIP, Comp 8-bit PNG)",
+    )
+    o.add_argument(
+        "--comp-video",
+        action="store_true",
+        help="also write <clip>/Comp.mp4 (H.264) from Comp/ once every frame of the clip is keyed",
+    )
+    o.add_argument(
+        "--fps",
+        type=_number(float, low=0.001),
+        default=24.0,
+        metavar="F",
+        help="frame rate of Comp.mp4 for image sequences (24; a video source keeps its own)",
+    )
     o.add_argument("--overwrite", action="store_true", help="redo frames whose outputs already exist")
     o.add_argument(
         "--io-threads",
@@ -277,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("folder", nargs="?", type=Path, metavar="FOLDER", help="where to write the demo clip")
     demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
     _add_screen_color(demo)
-    demo.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    demo.add_argument("--device", help=DEVICE_HELP)
     demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
     demo.add_argument(
         "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
@@ -329,9 +391,14 @@ def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointS
 
 def key_options(args: argparse.Namespace) -> Any:
     """The clip pipeline's :class:`KeyOptions` for ``corridorkey infer``."""
+    from .clips.frameranges import FrameSelection
+    from .clips.outputs import parse_format_spec
     from .clips.pipeline import KeyOptions
 
     threads = args.io_threads or default_io_threads()
+    formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
+    if args.comp_video and "comp" not in args.outputs:
+        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
     return _fields_from(
         KeyOptions,
         args,
@@ -339,4 +406,6 @@ def key_options(args: argparse.Namespace) -> Any:
         exr_half=args.exr_dtype == "half",
         read_threads=threads,
         write_threads=threads,
+        formats={k: v for k, v in formats.items() if k in args.outputs},
+        frames=FrameSelection.parse(args.frames, args.max_frames),
     )

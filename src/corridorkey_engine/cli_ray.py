@@ -33,30 +33,31 @@ from .model.source import CheckpointSource
 
 
 def run_infer(
-    args: Any, roots: Sequence[Path], opts: KeyOptions, source: CheckpointSource, output: Path | None
+    args: Any, roots: Sequence[Any], opts: KeyOptions, source: CheckpointSource, output: Path | None
 ) -> int:
-    """``corridorkey infer --ray``: check clips, plan, fetch the checkpoint once, key on Ray, summarise.
+    """``corridorkey infer --ray``: check clips, fetch the checkpoint once, plan with the local resume rules
+    (the manifest's settings included), key on Ray, write the comp movies, summarise.
 
-    Returns the exit status: 0, or 1 when a frame failed (each failure printed with its clip and frame).
+    Returns the exit status: 0, or 1 when a clip or a frame failed (each failure printed on one line).
     """
     from tqdm import tqdm
 
-    from .clips.pipeline import plan_frames, prepare_clip
+    from .cli import prepare_clips
+    from .clips.fingerprint import checkpoint_settings, program_version
+    from .clips.pipeline import begin_clip, finish_clip, plan_frames
+    from .device import resolve_dtype
+    from .model.config import GreenFormerConfig
 
     if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
         raise RayRunError(f"--ray-gpus-per-worker must be at least 0, got {args.ray_gpus_per_worker:g}")
     ray = import_ray()
-    clips = [prepare_clip(c, opts, output) for c in roots]
-    plans = [plan_frames(c, opts) for c in clips]
-    total, frames = sum(len(p) for p in plans), sum(len(c) for c in clips)
-    if total == 0:
-        if not args.quiet:
-            done = f"all {frames} frames of {len(clips)} clip(s) are done"
-            print(f"nothing to do: {done} (--overwrite redoes them)")
-        return 0
+    clips, failed = prepare_clips(args, roots, opts, output)
+    if not clips:
+        return 1
     # Workers on other nodes see the same absolute path; the driver fetches once, the workers never.
-    source.resolve()
+    resolved = source.resolve()
     source = replace(source, checkpoint_dir=source.directory.resolve(), hub=None)
+    img_size = GreenFormerConfig.from_metadata(resolved.metadata).with_img_size(args.img_size).img_size
     import torch
 
     threads = torch.get_num_threads()  # what a local run uses; CPU workers use as many (the same sums)
@@ -67,13 +68,22 @@ def run_infer(
             gpus = ray.cluster_resources().get("GPU", 0.0)
             layout = worker_layout(args.device, gpus, args.ray_workers, args.ray_gpus_per_worker)
             device, workers, gpw = layout
+            dtype = resolve_dtype(torch.device(device), args.precision)
+            settings, about = checkpoint_settings(resolved, img_size, dtype)
+            opts = replace(opts, model=settings, about={**about, "program": program_version()})
+            plans = [plan_frames(c, opts) for c in clips]
+            total, frames = sum(len(p) for p in plans), sum(len(c) for c in clips)
+            if total == 0 and not failed and not opts.comp_video:
+                if not args.quiet:
+                    done = f"all {frames} frames of {len(clips)} clip(s) are done"
+                    print(f"nothing to do: {done} (--overwrite redoes them)")
+                return 0
             spec = EngineSpec(source, device, args.precision, args.img_size, args.compile, threads)
             bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
             bar.set_description(f"ray x{workers}")
             for clip, todo in zip(clips, plans, strict=True):
-                if not args.quiet and len(todo) < len(clip):
-                    skipped = len(clip) - len(todo)
-                    bar.write(f"{clip.name}: {skipped} of {len(clip)} frames already done, skipping them")
+                if todo:
+                    begin_clip(clip, opts, todo)
             start = time.perf_counter()
             try:
                 run = key_on_ray(ray, clips, plans, opts, spec, workers, gpw, bar.update)
@@ -91,12 +101,14 @@ def run_infer(
                 ray.shutdown()
     for folder in (c.out_dir / OUTPUTS[k].folder for c in clips for k in opts.outputs):
         sweep_temps(folder)  # what killed writers left (after the job, never during)
+    for clip in clips:
+        finish_clip(clip, opts)
     if not args.quiet:
         _summary(clips, opts, run, frames - total, seconds)
     for ci, index, message in sorted(run.failed):
         clip = clips[ci]
         print(f"{PROG}: error: {clip.name}: frame {clip.input.names[index]}: {message}", file=sys.stderr)
-    return 1 if run.failed else 0
+    return 1 if run.failed or failed else 0
 
 
 def _summary(clips: Sequence[Clip], opts: KeyOptions, run: RayRun, skipped: int, seconds: float) -> None:

@@ -35,6 +35,29 @@ def auto_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cuda_unavailable_reason() -> str:
+    """Why CUDA cannot be used here, consistent with the PyTorch build: a CPU-only build, or a CUDA build
+    that finds no driver or GPU (with the driver's own words)."""
+    build = f"PyTorch {torch.__version__}"
+    if not torch.version.cuda:
+        return (
+            f"{build} is a CPU-only build; install a CUDA build of PyTorch "
+            "(https://pytorch.org/get-started/locally/)"
+        )
+    try:
+        torch.cuda.init()
+        why = f"it sees {torch.cuda.device_count()} CUDA device(s)"
+    except Exception as exc:  # torch raises RuntimeError/AssertionError with the driver's reason
+        text = str(exc).strip().splitlines()
+        why = text[0].rstrip(".") if text else type(exc).__name__
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    mask = f", CUDA_VISIBLE_DEVICES={hidden!r}" if hidden is not None else ""
+    return (
+        f"{build} is built for CUDA {torch.version.cuda}, but no usable NVIDIA GPU or driver was found "
+        f"({why}{mask}); check the driver with `nvidia-smi`"
+    )
+
+
 def resolve_device(requested: str | torch.device | None = None) -> torch.device:
     """``requested`` > ``$CORRIDORKEY_DEVICE`` > :func:`auto_device`; ``"auto"`` means auto.
 
@@ -54,9 +77,8 @@ def resolve_device(requested: str | torch.device | None = None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(
-                f"{source}: CUDA was requested ({requested!r}) but is not available (torch "
-                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); install a CUDA build of "
-                "PyTorch and an NVIDIA driver, or choose --device cpu"
+                f"{source}: CUDA was requested ({requested!r}) but is not available: "
+                f"{cuda_unavailable_reason()}; or choose --device cpu"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceUnavailableError(

@@ -77,8 +77,16 @@ def read_exr(path: Path) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def encode_exr(path: Path, data: np.ndarray, channels: str, half: bool) -> None:
-    """Write ``data`` ([H,W] or [H,W,C]) to ``path`` as a ZIP-compressed scanline EXR."""
+COMPRESSIONS = ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a", "dwaa", "dwab")
+"""The EXR compressions both backends write."""
+
+
+def encode_exr(path: Path, data: np.ndarray, channels: str, half: bool, compression: str = "zip") -> None:
+    """Write ``data`` ([H,W] or [H,W,C]) to ``path`` as a scanline EXR (``compression``: one of
+    :data:`COMPRESSIONS`)."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"EXR compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    name = "NO" if compression == "none" else compression.upper()
     dtype = np.float16 if half else np.float32
     arr = np.ascontiguousarray(data, dtype=np.float32)
     if arr.ndim == 2:
@@ -88,13 +96,14 @@ def encode_exr(path: Path, data: np.ndarray, channels: str, half: bool) -> None:
     if exr_backend() == "cv2":
         kind = cv2.IMWRITE_EXR_TYPE_HALF if half else cv2.IMWRITE_EXR_TYPE_FLOAT
         bgr = arr[..., 0] if arr.shape[-1] == 1 else rgb_to_bgr(arr)
-        ok, buf = cv2.imencode(".exr", bgr, [cv2.IMWRITE_EXR_TYPE, kind])
+        params = [cv2.IMWRITE_EXR_TYPE, kind, cv2.IMWRITE_EXR_COMPRESSION]
+        ok, buf = cv2.imencode(".exr", bgr, [*params, getattr(cv2, f"IMWRITE_EXR_COMPRESSION_{name}")])
         if not ok:
             raise FrameIOError(f"{path}: OpenCV could not encode the EXR")
         path.write_bytes(buf.tobytes())
         return
     openexr = _openexr_module()
-    header = {"compression": openexr.ZIP_COMPRESSION, "type": openexr.scanlineimage}
+    header = {"compression": getattr(openexr, f"{name}_COMPRESSION"), "type": openexr.scanlineimage}
     if len(channels) == 1:
         payload = {channels: arr[..., 0].astype(dtype)}
     else:

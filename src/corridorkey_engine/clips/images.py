@@ -18,7 +18,7 @@ from ckpt_formats.atomic import atomic_write, temp_path_for
 from ..errors import FrameIOError
 from .completeness import png_complete
 from .exr import encode_exr, read_exr
-from .pixels import bgr_to_rgb, rgb_to_bgr, to_float, to_uint8
+from .pixels import bgr_to_rgb, rgb_to_bgr, to_float, to_uint8, to_uint16
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -41,14 +41,21 @@ def read_image(path: Path) -> np.ndarray:
     return to_float(bgr_to_rgb(arr), path)
 
 
-def write_exr(path: Path, data: np.ndarray, channels: str, *, half: bool = True) -> None:
-    """Atomically write an EXR; ``channels`` names them in order (``"Y"``, ``"RGB"``, ``"RGBA"``)."""
-    atomic_write(path, lambda tmp: encode_exr(tmp, data, channels, half))
+def write_exr(
+    path: Path, data: np.ndarray, channels: str, *, half: bool = True, compression: str = "zip"
+) -> None:
+    """Atomically write an EXR; ``channels`` names them in order (``"Y"``, ``"RGB"``, ``"RGBA"``);
+    ``compression`` is one of :data:`~corridorkey_engine.clips.exr.COMPRESSIONS`."""
+    atomic_write(path, lambda tmp: encode_exr(tmp, data, channels, half, compression))
 
 
-def write_png(path: Path, data: np.ndarray) -> None:
-    """Atomically write an 8-bit PNG from float 0-1 or uint8 data ([H,W], [H,W,3] RGB or [H,W,4] RGBA)."""
-    arr = data if data.dtype == np.uint8 else to_uint8(data)
+def write_png(path: Path, data: np.ndarray, bits: int = 8) -> None:
+    """Atomically write an 8- or 16-bit PNG from float 0-1 (or uint8 for 8 bits) data ([H,W], [H,W,3] RGB
+    or [H,W,4] RGBA)."""
+    if bits == 16:
+        arr = data if data.dtype == np.uint16 else to_uint16(data)
+    else:
+        arr = data if data.dtype == np.uint8 else to_uint8(data)
     ok, buf = cv2.imencode(".png", rgb_to_bgr(arr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise FrameIOError(f"{path}: OpenCV could not encode the PNG")
@@ -56,11 +63,16 @@ def write_png(path: Path, data: np.ndarray) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written there; FrameIOError otherwise."""
-    folder = Path(folder)
+    """Prove ``folder`` can be made and written to, creating nothing: a probe file is written (and removed)
+    in ``folder``, or in its nearest existing parent when it does not exist yet. FrameIOError otherwise."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = temp_path_for(folder / "write-check")
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        probe = temp_path_for(existing / "write-check")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

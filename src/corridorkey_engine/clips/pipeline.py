@@ -24,40 +24,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ckpt_formats.atomic import sweep_temps
-
 from ..errors import ClipError
 from ..keying.chroma import chroma_hint
 from ..keying.frames import PostProcessOptions
-from .completeness import output_complete
-from .exr import exr_backend
-from .images import check_writable, write_exr, write_png
+from .outputs import OUTPUTS, write_output
 from .pixels import as_mask, as_rgb
-from .sequences import FrameReader, FrameSequence, discover_frames
+from .planning import Clip, KeyOptions, begin_clip, finish_clip, plan_frames, prepare_clip, size_message
+from .sequences import FrameReader
 
 log = logging.getLogger(__name__)
 
-INPUT_DIR = "Input"
-HINT_DIR = "AlphaHint"
-
-
-@dataclass(frozen=True)
-class OutputKind:
-    """One kind of output: its folder, file extension and which engine result it comes from."""
-
-    name: str
-    folder: str
-    suffix: str
-    description: str
-
-
-OUTPUTS: dict[str, OutputKind] = {
-    "matte": OutputKind("matte", "Matte", ".exr", "linear alpha, single-channel EXR"),
-    "fg": OutputKind("fg", "FG", ".exr", "straight foreground, sRGB, RGB EXR"),
-    "processed": OutputKind("processed", "Processed", ".exr", "linear premultiplied RGBA EXR"),
-    "comp": OutputKind("comp", "Comp", ".png", "8-bit sRGB PNG preview over a checkerboard"),
-}
-"""Every output ``corridorkey infer`` can write, keyed by the name ``--outputs`` takes."""
+__all__ = [
+    "OUTPUTS",
+    "Clip",
+    "ClipResult",
+    "FrameEngine",
+    "KeyOptions",
+    "begin_clip",
+    "finish_clip",
+    "key_clip",
+    "plan_frames",
+    "prepare_clip",
+]
 
 
 class FrameEngine(Protocol):
@@ -66,68 +54,6 @@ class FrameEngine(Protocol):
     def process_frame(
         self, image: Any, mask: Any, options: PostProcessOptions | None = None, **kwargs: Any
     ) -> dict[str, np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class KeyOptions:
-    """How to key: engine settings plus what to write and how.
-
-    ``input_is_linear=None`` means: EXR input is linear, anything else is sRGB. ``post`` is handed to the
-    engine as it is, except ``generate_comp``, which follows whether ``comp`` is among the ``outputs``.
-    """
-
-    outputs: tuple[str, ...] = tuple(OUTPUTS)
-    exr_half: bool = True
-    input_is_linear: bool | None = None
-    post: PostProcessOptions = field(default_factory=PostProcessOptions)
-    refiner_scale: float = 1.0
-    batch_size: int = 1
-    overwrite: bool = False
-    hint: str = "alphahint"  # or "chroma": a difference key of post.screen_color's screen
-    read_threads: int = 2
-    write_threads: int = 2
-    pin_memory: bool = False
-
-    def __post_init__(self) -> None:
-        unknown = [o for o in self.outputs if o not in OUTPUTS]
-        if unknown or not self.outputs:
-            raise ValueError(
-                f"outputs must be a non-empty subset of {list(OUTPUTS)}, got {list(self.outputs)}"
-            )
-        if self.hint not in ("alphahint", "chroma"):
-            raise ValueError(f"hint must be 'alphahint' or 'chroma', got {self.hint!r}")
-        if self.batch_size < 1 or self.read_threads < 1 or self.write_threads < 1:
-            raise ValueError("batch_size, read_threads and write_threads must be at least 1")
-
-    @property
-    def needs_exr(self) -> bool:
-        return any(OUTPUTS[o].suffix == ".exr" for o in self.outputs)
-
-
-@dataclass
-class Clip:
-    """A clip folder, its frame sequences and where its outputs go."""
-
-    root: Path
-    input: FrameSequence
-    hint: FrameSequence | None  # None: the chroma key makes the hint
-    out_dir: Path
-    input_is_linear: bool
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
-    def __len__(self) -> int:
-        return len(self.input)
-
-    def output_path(self, kind: str, index: int) -> Path:
-        spec = OUTPUTS[kind]
-        return self.out_dir / spec.folder / f"{self.input.names[index]}{spec.suffix}"
-
-    def frame_done(self, index: int, outputs: Sequence[str]) -> bool:
-        """True when every selected output of frame ``index`` exists and is whole."""
-        return all(output_complete(self.output_path(kind, index)) for kind in outputs)
 
 
 @dataclass
@@ -139,86 +65,6 @@ class ClipResult:
     skipped: int = 0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
-
-
-def _frame_size(seq: FrameSequence) -> tuple[int, int]:
-    with FrameReader(seq) as reader:
-        arr = reader.read(0)
-    return arr.shape[1], arr.shape[0]
-
-
-def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = None) -> Clip:
-    """Check a clip folder before any keying and say what is wrong in one line (ClipError/FrameIOError).
-
-    Checks: ``Input/`` exists and has frames; ``AlphaHint/`` exists (unless ``opts.hint == "chroma"``), has
-    as many frames, and its first frame has the input's size; EXR is supported when it is needed; every
-    output folder is writable. Temporary files a killed run left behind are removed.
-    """
-    root = Path(clip_dir)
-    if not root.is_dir():
-        raise ClipError(f"{root}: clip folder not found")
-    input_dir = root / INPUT_DIR
-    if not input_dir.is_dir():
-        raise ClipError(f"{root}: no {INPUT_DIR}/ folder (put the plate's frames or video in {input_dir})")
-    seq = discover_frames(input_dir)
-    hint_dir = root / HINT_DIR
-    hint: FrameSequence | None = None
-    if opts.hint == "chroma":
-        if hint_dir.is_dir():
-            log.info("%s: --hint chroma: ignoring %s", root.name, hint_dir)
-    elif not hint_dir.is_dir():
-        raise ClipError(
-            f"{root}: no {HINT_DIR}/ folder; provide a coarse alpha hint sequence or video in {hint_dir} "
-            "(white = foreground), or pass --hint chroma for a rough built-in green/blue key"
-        )
-    else:
-        hint = discover_frames(hint_dir)
-        if len(hint) != len(seq):
-            raise ClipError(
-                f"{root}: {INPUT_DIR}/ has {len(seq)} frames but {HINT_DIR}/ has {len(hint)}; "
-                "they pair frame by frame, so the counts must match"
-            )
-    uses_exr = opts.needs_exr or (not seq.is_video and any(p.suffix.lower() == ".exr" for p in seq.paths))
-    if hint is not None and not hint.is_video:
-        uses_exr = uses_exr or any(p.suffix.lower() == ".exr" for p in hint.paths)
-    if uses_exr:
-        exr_backend()
-    if hint is not None:
-        in_size, hint_size = _frame_size(seq), _frame_size(hint)
-        if in_size != hint_size:
-            raise ClipError(_size_message(seq, hint, 0, in_size, hint_size))
-    out_dir = Path(output_root) / root.name if output_root is not None else root
-    for kind in opts.outputs:
-        folder = out_dir / OUTPUTS[kind].folder
-        check_writable(folder)
-        sweep_temps(folder)
-    if opts.input_is_linear is None:
-        linear = not seq.is_video and seq.paths[0].suffix.lower() == ".exr"
-    else:
-        linear = opts.input_is_linear
-    return Clip(root=root, input=seq, hint=hint, out_dir=out_dir, input_is_linear=linear)
-
-
-def _frame_label(seq: FrameSequence, index: int) -> str:
-    if seq.video is not None:
-        return f"{seq.video} frame {index + 1}"
-    return str(seq.paths[index])
-
-
-def _size_message(
-    seq: FrameSequence, hint: FrameSequence, index: int, a: tuple[int, int], b: tuple[int, int]
-) -> str:
-    return (
-        f"{_frame_label(seq, index)} is {a[0]}x{a[1]} but {_frame_label(hint, index)} is {b[0]}x{b[1]}; "
-        "input and hint frames must have the same size"
-    )
-
-
-def plan_frames(clip: Clip, opts: KeyOptions) -> list[int]:
-    """Indices of the frames to key: all with ``overwrite``, else those missing a whole output."""
-    if opts.overwrite:
-        return list(range(len(clip)))
-    return [i for i in range(len(clip)) if not clip.frame_done(i, opts.outputs)]
 
 
 LoadedFrame = tuple[int, Any, Any]
@@ -248,7 +94,7 @@ class _Loader:
                 assert self.clip.hint is not None
                 a = (image.shape[1], image.shape[0])
                 b = (mask.shape[1], mask.shape[0])
-                raise ClipError(_size_message(self.clip.input, self.clip.hint, index, a, b))
+                raise ClipError(size_message(self.clip.input, self.clip.hint, index, a, b))
         if self.opts.pin_memory:
             import torch
 
@@ -259,20 +105,6 @@ class _Loader:
         self.inputs.close()
         if self.hints is not None:
             self.hints.close()
-
-
-def _write_output(path: Path, kind: str, result: dict[str, np.ndarray], exr_half: bool) -> None:
-    if kind == "matte":
-        alpha = result["alpha"]
-        write_exr(path, alpha[..., 0] if alpha.ndim == 3 else alpha, "Y", half=exr_half)
-    elif kind == "fg":
-        write_exr(path, result["fg"], "RGB", half=exr_half)
-    elif kind == "processed":
-        write_exr(path, result["processed"], "RGBA", half=exr_half)
-    elif kind == "comp":
-        write_png(path, result["comp"])
-    else:  # pragma: no cover - KeyOptions validates the names
-        raise ValueError(kind)
 
 
 def _stack(items: list[Any]) -> Any:
@@ -329,7 +161,7 @@ def write_frame(
     jobs = []
     for kind in opts.outputs:
         path = clip.output_path(kind, index)
-        jobs.append((path, writers.submit(_write_output, path, kind, outputs, opts.exr_half)))
+        jobs.append((path, writers.submit(write_output, path, kind, outputs, opts.filetype(kind))))
     return jobs
 
 

@@ -60,3 +60,8 @@ def as_mask(arr: np.ndarray) -> np.ndarray:
 def to_uint8(data: np.ndarray) -> np.ndarray:
     """Float 0-1 -> uint8 with rounding (values outside 0-1 are clipped)."""
     return (np.clip(data, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_uint16(data: np.ndarray) -> np.ndarray:
+    """Float 0-1 -> uint16 with rounding (values outside 0-1 are clipped)."""
+    return (np.clip(data, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..errors import FrameIOError
 from .images import read_image
-from .pixels import bgr_to_rgb, to_float
+from .pixels import to_float
+from .video import VideoDecoder, video_info
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mxf", ".mpg", ".mpeg")
 
 
@@ -43,6 +43,7 @@ class FrameSequence:
     video: Path | None = None
     frame_count: int = 0
     names: list[str] = field(default_factory=list)
+    fps: float | None = None  # a video's frame rate, when its container says
 
     def __len__(self) -> int:
         return len(self.names)
@@ -57,13 +58,30 @@ class FrameSequence:
         return f"{len(self)} frames in {self.folder}"
 
 
+def video_sequence(video: Path) -> FrameSequence:
+    """The frames of one video file, named ``<video stem>_<number from 1>``.
+
+    Raises:
+        FrameIOError: the video cannot be opened or has no frames.
+    """
+    count, fps = video_info(video)
+    width = max(5, len(str(count)))
+    names = [f"{video.stem}_{i:0{width}d}" for i in range(1, count + 1)]
+    return FrameSequence(video.parent, [], video=video, frame_count=count, names=names, fps=fps)
+
+
 def discover_frames(folder: Path) -> FrameSequence:
-    """Find the frames in ``folder``: image files in natural order, or exactly one video file.
+    """Find the frames in ``folder``: image files in natural order, or exactly one video file; ``folder``
+    may also be a video file itself (a clip's ``Input.mp4``).
 
     Raises FrameIOError when the folder is missing, holds no frames, holds several videos, or mixes video
     and image files.
     """
     folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix.lower() in IMAGE_EXTENSIONS:
+            raise FrameIOError(f"{folder}: a single image, not a video; put image frames in a folder")
+        return video_sequence(folder)
     if not folder.is_dir():
         raise FrameIOError(f"{folder}: not a folder")
     files = _visible_files(folder)
@@ -79,10 +97,7 @@ def discover_frames(folder: Path) -> FrameSequence:
         names = ", ".join(v.name for v in videos[:3])
         raise FrameIOError(f"{folder}: holds {len(videos)} videos ({names}); a clip folder takes one")
     if videos:
-        count = video_frame_count(videos[0])
-        width = max(5, len(str(count)))
-        names = [f"{videos[0].stem}_{i:0{width}d}" for i in range(1, count + 1)]
-        return FrameSequence(folder, [], video=videos[0], frame_count=count, names=names)
+        return video_sequence(videos[0])
     if not images:
         exts = ", ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
         raise FrameIOError(f"{folder}: no frames found (looked for {exts})")
@@ -96,24 +111,6 @@ def discover_frames(folder: Path) -> FrameSequence:
     return FrameSequence(folder, images, frame_count=len(images), names=stems)
 
 
-def video_frame_count(path: Path) -> int:
-    """Number of frames in a video, counting by decoding when the container does not say."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise FrameIOError(f"{path}: cannot open video (unsupported codec or corrupt file)")
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if count <= 0:
-            count = 0
-            while cap.grab():
-                count += 1
-        if count <= 0:
-            raise FrameIOError(f"{path}: video has no frames")
-        return count
-    finally:
-        cap.release()
-
-
 class FrameReader:
     """Reads frame ``i`` of a sequence as float32 RGB/grey arrays. Thread-safe.
 
@@ -124,39 +121,22 @@ class FrameReader:
     def __init__(self, seq: FrameSequence) -> None:
         self.seq = seq
         self._lock = threading.Lock()
-        self._cap: Any = None
-        self._next = 0
+        self._video: VideoDecoder | None = None
 
     def read(self, index: int) -> np.ndarray:
         if not self.seq.is_video:
             return read_image(self.seq.paths[index])
         with self._lock:
-            return self._read_video(index)
-
-    def _read_video(self, index: int) -> np.ndarray:
-        video = self.seq.video
-        assert video is not None
-        if self._cap is None:
-            self._cap = cv2.VideoCapture(str(video))
-            if not self._cap.isOpened():
-                raise FrameIOError(f"{video}: cannot open video")
-        if index < self._next:
-            raise ValueError("video frames must be read in increasing order")
-        while self._next < index:
-            if not self._cap.grab():
-                raise FrameIOError(f"{video}: ends at frame {self._next + 1}, expected {len(self.seq)}")
-            self._next += 1
-        ok, frame = self._cap.read()
-        if not ok or frame is None:
-            raise FrameIOError(f"{video}: cannot decode frame {index + 1} (corrupt or shorter than expected)")
-        self._next += 1
-        return to_float(bgr_to_rgb(frame), video)
+            if self._video is None:
+                assert self.seq.video is not None
+                self._video = VideoDecoder(self.seq.video, len(self.seq))
+            return to_float(self._video.read(index), self.seq.video)
 
     def close(self) -> None:
         with self._lock:
-            if self._cap is not None:
-                self._cap.release()
-                self._cap = None
+            if self._video is not None:
+                self._video.close()
+                self._video = None
 
     def __enter__(self) -> FrameReader:
         return self
