@@ -58,6 +58,8 @@ def fetch(
     formats: Sequence[CheckpointFormat],
     *,
     force: bool = False,
+    exclude: Sequence[str] = (),
+    select: str | Sequence[str] | None = None,
 ) -> list[Path]:
     """Download the best available format of ``source`` into ``directory``.
 
@@ -66,6 +68,8 @@ def fetch(
         directory: where the files land (created if needed; removed again if the fetch fails and it is empty).
         formats: the allowed formats, highest priority first (the safety policy already applied).
         force: download even when ``directory`` already holds a checkpoint of one of ``formats``.
+        exclude, select: the discovery filters of the caller (:meth:`Registry.resolve`): a checkpoint they
+            leave out (another model's file in a shared folder) does not count as already there.
 
     Returns:
         The paths placed (or, without ``force``, already there): the primary file first, then its companions.
@@ -90,7 +94,7 @@ def fetch(
     directory.mkdir(parents=True, exist_ok=True)
     try:
         with _fetch_lock(lock_path(source, directory), directory):
-            placed = None if force else present(directory, formats)
+            placed = None if force else present(directory, formats, exclude=exclude, select=select)
             if placed:
                 logger.info("%s already present in %s; nothing downloaded", placed[0].name, directory)
                 return placed
@@ -116,12 +120,19 @@ def fetch(
         raise
 
 
-def present(directory: str | os.PathLike[str], formats: Sequence[CheckpointFormat]) -> list[Path] | None:
+def present(
+    directory: str | os.PathLike[str],
+    formats: Sequence[CheckpointFormat],
+    *,
+    exclude: Sequence[str] = (),
+    select: str | Sequence[str] | None = None,
+) -> list[Path] | None:
     """The checkpoint ``directory`` already resolves to among ``formats``: its files, primary first.
 
     Args:
         directory: the folder (missing is fine: None).
         formats: the allowed formats, highest priority first.
+        exclude, select: discovery filters, as :meth:`Registry.resolve` takes them.
 
     Returns:
         The winning candidate's paths, or None when no allowed format has a candidate there.
@@ -134,7 +145,7 @@ def present(directory: str | os.PathLike[str], formats: Sequence[CheckpointForma
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = discover(directory, formats, formats)
+    found = discover(directory, formats, formats, exclude=exclude, select=select)
     if found.winner is None:
         return None
     _, candidate, _ = found.choose()

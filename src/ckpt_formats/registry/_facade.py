@@ -238,7 +238,7 @@ class Registry:
         if found.winner is None and hub is not None:
             from ..hub import fetch
 
-            fetch(hub, directory, found.formats)
+            fetch(hub, directory, found.formats, exclude=exclude, select=select)
             downloaded = True
             found = self.discover(
                 directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
