@@ -295,11 +295,12 @@ def test_a_frame_that_fails_to_key_is_reported_and_its_batch_mates_are_keyed(
     written, equal to the engine's own result."""
     import torch
 
-    from corridorkey_engine.clips.pipeline import KeyOptions, engine_kwargs, prepare_clip
+    from corridorkey_engine.clips.pipeline import KeyOptions, begin_clip, engine_kwargs, prepare_clip
     from corridorkey_engine.clips.ray_stages import EngineSpec, KeyWorker, read_chunk, write_chunk
 
     opts = KeyOptions(batch_size=3, outputs=("comp",))
     clip = prepare_clip(make_clip(tmp_path / "sh060", ["f_000", "f_001", "f_002"]), opts)
+    begin_clip(clip, opts, [0, 1, 2])  # the output folders and the manifest, as the driver makes them
     source = CheckpointSource(ckpt_dir)
     spec = EngineSpec(source, "cpu", img_size=TINY_IMG_SIZE, cpu_threads=torch.get_num_threads())
     worker = KeyWorker(spec, [clip], opts)
