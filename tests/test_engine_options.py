@@ -112,7 +112,8 @@ def test_one_error_tree() -> None:
 def test_cli_builds_the_same_values_and_reports_a_bad_hub_in_one_line(tmp_path: Path) -> None:
     from helpers_ckpt import run_cli
 
-    from corridorkey_engine.cli_args import build_parser, checkpoint_source, key_options
+    from corridorkey_engine.cli import checkpoint_source, key_options
+    from corridorkey_engine.cli_args import build_parser
 
     args = build_parser().parse_args(
         [

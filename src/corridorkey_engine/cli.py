@@ -11,14 +11,15 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
 
-from .cli_args import PROG, build_parser, checkpoint_source, default_io_threads, key_options
+from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads
 from .errors import CliError, CorridorKeyError
-from .model.source import CheckpointSource
+from .model.source import PUBLISHED_MODELS, CheckpointSource
 
 log = logging.getLogger("corridorkey_engine.cli")
 
@@ -95,8 +96,6 @@ def _key_clips(
     """Check every clip (reporting the bad ones), check the device and load the engine, then key what is
     left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
     frame is keyed. Returns 1 when any clip failed."""
-    from dataclasses import replace
-
     from .clips.fingerprint import model_settings, program_version
     from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
     from .device import resolve_device
@@ -302,3 +301,54 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _fields_from(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """``cls(...)`` from the parsed arguments named like its fields (``overrides`` win)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
+
+
+def post_options(args: argparse.Namespace) -> Any:
+    """The :class:`PostProcessOptions` the ``keying`` flags describe."""
+    from .keying.frames import PostProcessOptions
+
+    return _fields_from(PostProcessOptions, args)
+
+
+def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointSource:
+    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked; the
+    ambiguity error names ``--select``/``--exclude``.
+
+    Raises:
+        CliError: ``--hub`` is not a valid repository id.
+    """
+    source = _fields_from(CheckpointSource, args, advice=CHOICE_ADVICE, **overrides)
+    if source.hub == PUBLISHED:
+        source = replace(source, hub=PUBLISHED_MODELS[source.screen_color].repo_id)
+    try:
+        return replace(source, hub=source.hub_source())
+    except ValueError as exc:
+        raise CliError(f"--hub {source.hub!r}: {exc}") from exc
+
+
+def key_options(args: argparse.Namespace) -> Any:
+    """The clip pipeline's :class:`KeyOptions` for ``corridorkey infer``."""
+    from .clips.frameranges import FrameSelection
+    from .clips.outputs import parse_format_spec
+    from .clips.pipeline import KeyOptions
+
+    threads = args.io_threads or default_io_threads()
+    formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
+    if args.comp_video and "comp" not in args.outputs:
+        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
+    return _fields_from(
+        KeyOptions,
+        args,
+        post=post_options(args),
+        exr_half=args.exr_dtype == "half",
+        read_threads=threads,
+        write_threads=threads,
+        formats={k: v for k, v in formats.items() if k in args.outputs},
+        frames=FrameSelection.parse(args.frames, args.max_frames),
+    )

@@ -1,9 +1,10 @@
-"""The ``corridorkey`` command line: its parser, and the option values built from the parsed arguments.
+"""The ``corridorkey`` command line's parser.
 
-A flag's ``dest`` is the name of the field it sets: :func:`post_options`, :func:`checkpoint_source` and
-:func:`key_options` copy every parsed argument named like a field of :class:`PostProcessOptions`,
-:class:`CheckpointSource` or :class:`KeyOptions` into that value. A new setting is therefore its field and
-its flag, nothing else. This module imports no torch.
+A flag's ``dest`` is the name of the field it sets: :func:`corridorkey_engine.cli.post_options`,
+:func:`~corridorkey_engine.cli.checkpoint_source` and :func:`~corridorkey_engine.cli.key_options` copy every
+parsed argument named like a field of :class:`PostProcessOptions`, :class:`CheckpointSource` or
+:class:`KeyOptions` into that value. A new setting is therefore its field and its flag, nothing else. This
+module imports no torch.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import CliError
-from .model.source import CHECKPOINT_DIR_ENV, PUBLISHED_MODELS, SCREEN_COLORS, CheckpointSource
+from .model.source import CHECKPOINT_DIR_ENV, PUBLISHED_MODELS, SCREEN_COLORS
 
 PROG = "corridorkey"
 CHOICE_ADVICE = "--select NAME or --exclude GLOB"
@@ -358,54 +357,3 @@ def _version() -> str:
         return version("ckpt-formats")
     except Exception:
         return "unknown"
-
-
-def _fields_from(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """``cls(...)`` from the parsed arguments named like its fields (``overrides`` win)."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**{**given, **overrides})
-
-
-def post_options(args: argparse.Namespace) -> Any:
-    """The :class:`PostProcessOptions` the ``keying`` flags describe."""
-    from .keying.frames import PostProcessOptions
-
-    return _fields_from(PostProcessOptions, args)
-
-
-def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointSource:
-    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked; the
-    ambiguity error names ``--select``/``--exclude``.
-
-    Raises:
-        CliError: ``--hub`` is not a valid repository id.
-    """
-    source = _fields_from(CheckpointSource, args, advice=CHOICE_ADVICE, **overrides)
-    if source.hub == PUBLISHED:
-        source = replace(source, hub=PUBLISHED_MODELS[source.screen_color].repo_id)
-    try:
-        return replace(source, hub=source.hub_source())
-    except ValueError as exc:
-        raise CliError(f"--hub {source.hub!r}: {exc}") from exc
-
-
-def key_options(args: argparse.Namespace) -> Any:
-    """The clip pipeline's :class:`KeyOptions` for ``corridorkey infer``."""
-    from .clips.frameranges import FrameSelection
-    from .clips.outputs import parse_format_spec
-    from .clips.pipeline import KeyOptions
-
-    threads = args.io_threads or default_io_threads()
-    formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
-    if args.comp_video and "comp" not in args.outputs:
-        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
-    return _fields_from(
-        KeyOptions,
-        args,
-        post=post_options(args),
-        exr_half=args.exr_dtype == "half",
-        read_threads=threads,
-        write_threads=threads,
-        formats={k: v for k, v in formats.items() if k in args.outputs},
-        frames=FrameSelection.parse(args.frames, args.max_frames),
-    )
