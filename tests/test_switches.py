@@ -79,7 +79,9 @@ def cli(tmp_path: Path):
         argv = ["infer", str(clip), "--checkpoint-dir", str(bundled_checkpoint_dir()), "--device", "cpu"]
         argv += ["--no-hub", "--output", str(out), *(["-q"] if quiet else [])]
         assert main([*argv, *map(str, args)]) == 0
-        return {k: fio.read_image(out / clip.name / f) for k, f in OUTPUT_FILES.items()}
+        files = {str(p.relative_to(out / clip.name)): p for p in (out / clip.name).rglob("*.*")}
+        by_kind = {k: files.pop(f) for k, f in OUTPUT_FILES.items() if f in files}
+        return {k: fio.read_image(p) for k, p in {**by_kind, **files}.items()}
 
     yield run
     root.handlers[:] = saved[0]
@@ -313,3 +315,56 @@ def test_without_safe_only_the_same_legacy_pth_keys(tmp_path: Path, legacy_dir: 
     assert f"checkpoint {legacy_dir / 'model.pth'} (pickle)" in proc.stdout
     for folder, suffix in (("Matte", "exr"), ("FG", "exr"), ("Processed", "exr"), ("Comp", "png")):
         assert fio.output_complete(clip / folder / f"f1.{suffix}"), folder
+
+
+def test_batch_size_sets_the_frames_per_model_call(cli, tmp_path: Path) -> None:
+    """Counted with a global forward hook on the real model: 3 frames at --batch-size 2 are 2 calls."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from corridorkey_engine import GreenFormer
+
+    clip = make_clip(tmp_path / "batches", ["b1", "b2", "b3"], (64, 64))
+    batches: list[int] = []
+
+    def count(module, args, output):
+        if isinstance(module, GreenFormer):
+            batches.append(args[0].shape[0])
+
+    handle = register_module_forward_hook(count)
+    try:
+        one = cli(clip, "--outputs", "matte")
+        ones = list(batches)
+        batches.clear()
+        two = cli(clip, "--outputs", "matte", "--batch-size", "2")
+    finally:
+        handle.remove()
+    assert ones == [1, 1, 1] and batches == [2, 1]
+    assert sorted(one) == sorted(two) == ["Matte/b1.exr", "Matte/b2.exr", "Matte/b3.exr"]
+    for name in one:
+        np.testing.assert_allclose(one[name], two[name], atol=1e-3)
+
+
+def test_demo_device_precision_and_batch_size(tmp_path: Path, capsys) -> None:
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from corridorkey_engine import GreenFormer
+
+    batches: list[int] = []
+    handle = register_module_forward_hook(
+        lambda module, args, output: (
+            batches.append(args[0].shape[0]) if isinstance(module, GreenFormer) else None
+        )
+    )
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        argv = ["demo", str(tmp_path / "demo"), "--frames", "3", "--device", "cpu", "--precision", "bf16"]
+        assert main([*argv, "--batch-size", "3"]) == 0
+    finally:
+        handle.remove()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    out, err = capsys.readouterr()
+    assert "bfloat16 is slow on the CPU: running in float32 instead" in err
+    assert "device cpu (float32)" in out
+    assert batches == [3]
