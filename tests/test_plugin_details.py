@@ -156,3 +156,20 @@ def test_a_shard_that_is_not_safetensors_is_named(tmp_path: Path, registry) -> N
         str(err.value)
         == f"{folder / 'm-2.safetensors'}: shard of m.safetensors.index.json is not a safetensors file"
     )
+
+
+def test_sharded_metadata_with_one_shard_and_with_none(tmp_path: Path, registry) -> None:
+    from safetensors.torch import save_file
+
+    one = tmp_path / "one"
+    one.mkdir()
+    save_file({"w": torch.ones(2)}, str(one / "only.safetensors"), metadata={"from": "shard"})
+    index = {"metadata": {"format": "pt"}, "weight_map": {"w": "only.safetensors"}}
+    (one / "m.safetensors.index.json").write_text(json.dumps(index))
+    assert registry.resolve(one).metadata == {"from": "shard", "format": "pt"}
+
+    none = tmp_path / "none"
+    none.mkdir()
+    (none / "m.safetensors.index.json").write_text(json.dumps({"metadata": {"a": 1}, "weight_map": {}}))
+    resolved = registry.resolve(none)
+    assert dict(resolved.state_dict) == {} and resolved.metadata == {"a": "1"}
