@@ -122,3 +122,12 @@ def test_sweep_removes_only_temporaries_and_says_how_many(tmp_path: Path, caplog
     caplog.clear()
     assert sweep_temps(tmp_path) == 0 and caplog.messages == []
     assert sweep_temps(tmp_path / "missing") == 0
+
+
+def test_a_folder_that_refuses_fsync_is_logged_not_raised(caplog) -> None:
+    proc = Path("/proc")
+    if not proc.is_dir():
+        pytest.skip("needs /proc (a file system that refuses fsync on folders)")
+    caplog.set_level(logging.DEBUG, logger="ckpt_formats.atomic")
+    fsync_directory(proc)
+    assert caplog.messages == ["fsync of folder /proc failed: [Errno 22] Invalid argument"]
