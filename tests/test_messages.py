@@ -104,3 +104,30 @@ def test_not_enough_space_says_how_much_is_free_and_where(hub, cache: Path, tmp_
     assert message.endswith(
         f"Free some space (the file also goes through the Hugging Face cache {cache}) and retry"
     )
+
+
+def test_sniffing_boundaries(tmp_path: Path) -> None:
+    import struct
+
+    from ckpt_formats.sniff import is_lfs_pointer, looks_like_pickle, looks_like_safetensors
+
+    def file(name: str, data: bytes) -> Path:
+        (tmp_path / name).write_bytes(data)
+        return tmp_path / name
+
+    prefix = b"version https://git-lfs.github.com/spec/v1\n"
+    assert is_lfs_pointer(file("p1023", prefix.ljust(1023, b"x"))) is True
+    assert is_lfs_pointer(file("p1024", prefix.ljust(1024, b"x"))) is False
+    assert looks_like_pickle(file("p5", b"\x80\x05rest")) is True
+    assert looks_like_pickle(file("p6", b"\x80\x06rest")) is False
+    assert looks_like_pickle(file("p1", b"\x80\x01rest")) is False
+
+    def st(name: str, length: int, body: bytes) -> bool:
+        return looks_like_safetensors(file(name, struct.pack("<Q", length) + body))
+
+    assert st("one", 1, b"{") is True  # the smallest header that fits
+    assert st("zero", 0, b"{}") is False
+    assert st("list", 2, b"[]") is False
+    assert st("fits", 10, b"{" + b" " * 9) is True
+    assert st("past", 11, b"{" + b" " * 9) is False  # claims one byte more than the file has
+    assert st("far", 17, b"{" + b" " * 9) is False
