@@ -75,3 +75,18 @@ def test_key_differences_list_the_first_three_names(tmp_path: Path) -> None:
         f"{out}: reloaded keys differ (missing ['drop0', 'drop1', 'drop2'], "
         "unexpected ['new0', 'new1', 'new2'])"
     )
+
+
+def test_state_dict_cleanup_details(caplog) -> None:
+    from ckpt_formats.statedict import clean_state_dict, strip_prefixes, unwrap
+
+    assert strip_prefixes("module._orig_mod.module.w") == "w"
+    with pytest.raises(TypeError) as err:
+        clean_state_dict([torch.ones(1)])
+    assert str(err.value) == "expected a mapping of tensors, got list"
+
+    caplog.set_level(logging.DEBUG, logger="ckpt_formats.statedict")
+    inner = {"w": torch.ones(1)}
+    wrapped = {"epoch": 1, "a": 2, "b": 3, "c": 4, "d": 5, "model": inner}
+    assert unwrap(wrapped) is inner
+    assert caplog.messages == ["unwrapping checkpoint wrapper (keys: epoch, a, b, c, d)"]
