@@ -131,3 +131,9 @@ def test_sniffing_boundaries(tmp_path: Path) -> None:
     assert st("fits", 10, b"{" + b" " * 9) is True
     assert st("past", 11, b"{" + b" " * 9) is False  # claims one byte more than the file has
     assert st("far", 17, b"{" + b" " * 9) is False
+
+
+def test_json_sniffing_reads_at_most_16_mib(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_text('{"pad": "' + "x" * (16 * 1024 * 1024 + 512 * 1024) + '"}')
+    assert looks_like_json(big) is False  # only the first 16 MiB are read: not a whole JSON document
