@@ -135,5 +135,5 @@ def test_sniffing_boundaries(tmp_path: Path) -> None:
 
 def test_json_sniffing_reads_at_most_16_mib(tmp_path: Path) -> None:
     big = tmp_path / "big.json"
-    big.write_text('{"pad": "' + "x" * (16 * 1024 * 1024 + 512 * 1024) + '"}')
+    big.write_text('{"pad": "' + "x" * (16 * 1024 * 1024 + 8 * 1024) + '"}')
     assert looks_like_json(big) is False  # only the first 16 MiB are read: not a whole JSON document
