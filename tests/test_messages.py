@@ -15,8 +15,8 @@ from conftest import tiny_state_dict, write_pth, write_safetensors
 from hub_testing import PTH, REPO, ST, pth_bytes, safetensors_bytes, source
 
 from ckpt_formats import CheckpointDownloadError, get_registry
+from ckpt_formats._inspection import inspect_checkpoint
 from ckpt_formats.hub import fetch
-from ckpt_formats.inspect import inspect_checkpoint
 from ckpt_formats.sniff import identify, looks_like_json
 
 

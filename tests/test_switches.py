@@ -24,10 +24,13 @@ import torch
 from helpers_ckpt import make_clip, run_cli, write_png_rgb
 
 from corridorkey_engine import CorridorKeyEngine
-from corridorkey_engine import io as fio
-from corridorkey_engine.chroma import chroma_hint
 from corridorkey_engine.cli import main
-from corridorkey_engine.demo import bundled_checkpoint_dir
+from corridorkey_engine.clips.completeness import output_complete
+from corridorkey_engine.clips.images import read_image, write_exr
+from corridorkey_engine.clips.manifest import MANIFEST_NAME
+from corridorkey_engine.clips.pixels import as_mask, as_rgb
+from corridorkey_engine.demo.clip import bundled_checkpoint_dir
+from corridorkey_engine.keying.chroma import chroma_hint
 
 SIZE = 128
 SPECK = (slice(97, 104), slice(107, 114))  # rows, columns of the speck
@@ -79,20 +82,26 @@ def cli(tmp_path: Path):
         argv = ["infer", str(clip), "--checkpoint-dir", str(bundled_checkpoint_dir()), "--device", "cpu"]
         argv += ["--no-hub", "--output", str(out), *(["-q"] if quiet else [])]
         assert main([*argv, *map(str, args)]) == 0
-        files = {str(p.relative_to(out / clip.name)): p for p in (out / clip.name).rglob("*.*")}
+        # the frames written; the settings manifest beside them is not an image
+        files = {str(p.relative_to(out / clip.name)): p for p in frame_files(out / clip.name)}
         by_kind = {k: files.pop(f) for k, f in OUTPUT_FILES.items() if f in files}
-        return {k: fio.read_image(p) for k, p in {**by_kind, **files}.items()}
+        return {k: read_image(p) for k, p in {**by_kind, **files}.items()}
 
     yield run
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The output frames under ``folder``: every file but the clips' settings manifests."""
+    return [p for p in folder.rglob("*.*") if p.name != MANIFEST_NAME]
+
+
 def reference(engine: CorridorKeyEngine, clip: Path, **kw) -> dict[str, np.ndarray]:
-    image = fio.as_rgb(fio.read_image(next((clip / "Input").iterdir())))
+    image = as_rgb(read_image(next((clip / "Input").iterdir())))
     hint = kw.pop("hint", None)
     if hint is None:
-        hint = fio.as_mask(fio.read_image(next((clip / "AlphaHint").iterdir())))
+        hint = as_mask(read_image(next((clip / "AlphaHint").iterdir())))
     out = engine.process_frame(image, hint, **kw)
     out["alpha"] = out["alpha"][..., 0]
     return out
@@ -113,9 +122,10 @@ def test_despill_and_no_despeckle_change_the_written_outputs(cli, clip: Path, en
     no_despill = reference(engine, clip, despill_strength=0.0)
     kept_speck = reference(engine, clip, auto_despeckle=False)
     both = reference(engine, clip, despill_strength=0.0, auto_despeckle=False)
-    # each switch alone changes the result, also when the other one is applied
+    # each switch alone changes the result, also when the other one is applied (the default despill is 0.5,
+    # upstream's, so turning it off moves this plate's processed output by about 0.019)
     for a, b in ((default, no_despill), (default, kept_speck), (no_despill, both), (kept_speck, both)):
-        assert differ(a, b) > 0.02
+        assert differ(a, b) > 0.01
 
     plain = cli(clip)
     switched = cli(clip, "--despill", "0", "--no-despeckle")
@@ -152,8 +162,8 @@ def test_srgb_overrides_exr_linear_default_and_img_size_reaches_the_model(cli, t
     (clip / "Input").mkdir(parents=True)
     (clip / "AlphaHint").mkdir()
     img, hint = speck_plate()
-    fio.write_exr(clip / "Input" / "f.exr", img.astype(np.float32) / 255.0, "RGB", half=False)
-    fio.write_exr(clip / "AlphaHint" / "f.exr", hint, "Y", half=False)
+    write_exr(clip / "Input" / "f.exr", img.astype(np.float32) / 255.0, "RGB", half=False)
+    write_exr(clip / "AlphaHint" / "f.exr", hint, "Y", half=False)
     small = CorridorKeyEngine(bundled_checkpoint_dir(), device="cpu", img_size=64)
     want = reference(small, clip, input_is_linear=False)
     assert differ(want, reference(small, clip, input_is_linear=True), "alpha") > 0.02
@@ -167,12 +177,17 @@ def test_srgb_overrides_exr_linear_default_and_img_size_reaches_the_model(cli, t
 
 def test_screen_colour_reaches_the_chroma_hint(cli, tmp_path: Path, engine) -> None:
     clip = make_clip(tmp_path / "chroma", ["f"], (SIZE, SIZE), hint=False)
-    image = fio.as_rgb(fio.read_image(clip / "Input" / "f.png"))
+    image = as_rgb(read_image(clip / "Input" / "f.png"))
     blue_hint = chroma_hint(image, "blue")
-    want = reference(engine, clip, hint=blue_hint)
+    want = reference(engine, clip, hint=blue_hint, screen_color="blue")
     assert differ(want, reference(engine, clip, hint=chroma_hint(image, "auto")), "alpha") > 0.02
+    # --screen-color blue also picks the model by name: the bundled one, named as the blue-screen model
+    blue_dir = tmp_path / "blue-model"
+    blue_dir.mkdir()
+    bundled = bundled_checkpoint_dir() / "corridorkey_demo.safetensors"
+    (blue_dir / "corridorkey_blue.safetensors").symlink_to(bundled)
 
-    got = cli(clip, "--hint", "chroma", "--screen", "blue")
+    got = cli(clip, "--hint", "chroma", "--screen-color", "blue", "--checkpoint-dir", blue_dir)
 
     assert_matches(got, want)
 
@@ -213,7 +228,7 @@ def test_io_threads_sets_the_number_of_reader_and_writer_threads(tmp_path: Path)
             threading.setprofile(None)
             root.handlers[:] = saved[0]
             root.setLevel(saved[1])
-        runs[threads] = {p.relative_to(out): fio.read_image(p) for p in out.rglob("*.*")}
+        runs[threads] = {p.relative_to(out): read_image(p) for p in frame_files(out)}
         readers = {n for n in names if n.startswith("ck-read")}
         writers = {n for n in names if n.startswith("ck-write")}
         if threads == "1":
@@ -257,7 +272,7 @@ def test_hub_option_names_the_repository_to_fetch(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert ("cdn", "GET", "model.safetensors") in hub.seen()
     assert (models / "model.safetensors").read_bytes() == data
-    assert fio.output_complete(clip / "Matte" / "h1.exr")
+    assert output_complete(clip / "Matte" / "h1.exr")
 
 
 # ------------------------------------------------------------------------------ --safe-only, for real
@@ -314,7 +329,7 @@ def test_without_safe_only_the_same_legacy_pth_keys(tmp_path: Path, legacy_dir: 
     assert proc.returncode == 0, proc.stderr
     assert f"checkpoint {legacy_dir / 'model.pth'} (pickle)" in proc.stdout
     for folder, suffix in (("Matte", "exr"), ("FG", "exr"), ("Processed", "exr"), ("Comp", "png")):
-        assert fio.output_complete(clip / folder / f"f1.{suffix}"), folder
+        assert output_complete(clip / folder / f"f1.{suffix}"), folder
 
 
 def test_batch_size_sets_the_frames_per_model_call(cli, tmp_path: Path) -> None:
