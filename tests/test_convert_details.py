@@ -7,12 +7,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import ckpt_formats_pickle
-import ckpt_formats_safetensors
 import pytest
 import torch
 from conftest import tiny_state_dict, write_pth
 
+import ckpt_formats_pickle
+import ckpt_formats_safetensors
 from ckpt_formats import Registry, hookimpl
 from ckpt_formats.convert import ConversionError, convert
 
@@ -29,7 +29,7 @@ def test_report_and_log_name_the_files_tensors_and_bytes(tmp_path: Path, registr
     assert report.skipped == ["lr"] and report.unshared == []
     messages = [r.getMessage() for r in caplog.records if r.name == "ckpt_formats.convert"]
     assert "m.pth: skipping non-tensor entry 'lr'" in messages
-    assert f"converted {src} (pickle) to {out}: 4 tensors, 120 bytes" in messages
+    assert f"converted {src} (pickle) to {out} (safetensors): 4 tensors, 120 bytes" in messages
 
 
 def test_empty_tensors_do_not_count_as_sharing_storage(tmp_path: Path, registry) -> None:

@@ -31,8 +31,12 @@ def test_list_table(capsys) -> None:
         "safetensors-sharded", "110", "no", "enabled", "safetensors", "(ckpt-formats)",
         "*.safetensors.index.json",
     ]  # fmt: skip
+    assert rows["pickle-sharded"].split() == [
+        "pickle-sharded", "10", "yes", "enabled", "pickle", "(ckpt-formats)", "*.bin.index.json"
+    ]  # fmt: skip
     assert rows["pickle"].split() == [
-        "pickle", "0", "yes", "enabled", "pickle", "(ckpt-formats)", "*.pth", "*.pt", "*.ckpt"
+        "pickle", "0", "yes", "enabled", "pickle", "(ckpt-formats)", "*.pth", "*.pt", "*.ckpt", "*.bin",
+        "!training_args.bin",
     ]  # fmt: skip
     assert rows["npz"].split()[1:6] == ["50", "no", "enabled", "npz", "(ckpt-formats-npz)"]
     status, out, _ = run(capsys, "--safe-only", "list")
@@ -45,7 +49,9 @@ def test_list_json_describes_every_format(capsys) -> None:
     data = json.loads(out)
     assert data["broken_plugins"] == []
     formats = {f["name"]: f for f in data["formats"]}
-    assert [f["name"] for f in data["formats"]] == ["safetensors-sharded", "safetensors", "npz", "pickle"]
+    assert [f["name"] for f in data["formats"]] == [
+        "safetensors-sharded", "safetensors", "npz", "pickle-sharded", "pickle"
+    ]
     safetensors_format = get_registry().get_format("safetensors")
     assert formats["safetensors"] == {
         "name": "safetensors",
@@ -108,6 +114,7 @@ def test_resolve_lists_candidates_per_format_and_the_shadowed(three: Path, capsy
         "  safetensors-sharded    priority  110: -",
         "  safetensors            priority  100: a.safetensors",
         "  npz                    priority   50: -",
+        "  pickle-sharded         priority   10: -",
         "  pickle                 priority    0: -",
         "winner: a.safetensors (safetensors, highest priority with a candidate) [a.safetensors]",
     ]
@@ -122,8 +129,13 @@ def test_resolve_lists_candidates_per_format_and_the_shadowed(three: Path, capsy
         "  safetensors            priority  100: a.safetensors",
         "winner: a.safetensors (safetensors, highest priority with a candidate) [a.safetensors]",
     ]
-    status, out, _ = run(capsys, "resolve", three, "--exclude", "*.safetensors")
-    assert "  pickle                 priority    0: m.pth, n.pt" in out.splitlines()
+    # two candidates of the winning format: an error naming both and how to choose
+    status, out, err = run(capsys, "resolve", three, "--exclude", "*.safetensors")
+    assert status == 1 and out == ""
+    assert err == (
+        f"ckpt-formats: error: {three}: 2 pickle checkpoints (m.pth, n.pt); keep exactly one, or choose one "
+        "with --select NAME or --exclude GLOB\n"
+    )
 
 
 def test_resolve_shadowed_lists_all(tmp_path: Path, capsys) -> None:
@@ -169,7 +181,8 @@ def test_convert_output_lines(tmp_path: Path, capsys) -> None:
     status, out, _ = run(capsys, "convert", src, tmp_path / "m.safetensors")
     assert status == 0
     assert out.splitlines() == [
-        f"wrote {tmp_path / 'm.safetensors'} from m.pth (pickle): 2 tensors, 24 bytes, verified bit for bit",
+        f"wrote {tmp_path / 'm.safetensors'} as safetensors from m.pth (pickle): 2 tensors, 24 bytes, "
+        "verified bit for bit",
         "skipped non-tensor entries: lr, name",
         "copied tensors that shared storage: v",
     ]

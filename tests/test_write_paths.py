@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import ckpt_formats_pickle
-import ckpt_formats_safetensors
 import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict, write_pth
 
+import ckpt_formats_pickle
+import ckpt_formats_safetensors
 from ckpt_formats import Registry, hookimpl
 from ckpt_formats.atomic import is_temp_file, sweep_temps
 from ckpt_formats.convert import ConversionError, convert
