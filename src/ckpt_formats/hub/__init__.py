@@ -135,7 +135,8 @@ def present(
         exclude, select: discovery filters, as :meth:`Registry.resolve` takes them.
 
     Returns:
-        The winning candidate's paths, or None when no allowed format has a candidate there.
+        The winning candidate's paths, or None when no allowed format has a candidate there, or the winner
+        is incomplete (an index whose shards are not all there).
 
     Raises:
         AmbiguousCheckpointError: several candidates of the winning format (fetching would add one more).
@@ -149,6 +150,8 @@ def present(
     if found.winner is None:
         return None
     _, candidate, _ = found.choose()
+    if not all(p.is_file() for p in candidate.paths):
+        return None  # an index whose shards are not all there (a crash, a partial copy): fetch the set again
     return list(candidate.paths)
 
 
