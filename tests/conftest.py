@@ -69,3 +69,21 @@ def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight checkpoint folder for CLI runs (modules that need another define their own)."""
+    from helpers_ckpt import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="session")
+def engine(ckpt_dir: Path):
+    """The same checkpoint loaded in-process: the reference the CLI's outputs must match."""
+    from helpers_ckpt import TINY_IMG_SIZE
+
+    from corridorkey_engine.engine import load_engine
+
+    return load_engine(ckpt_dir, device="cpu", img_size=TINY_IMG_SIZE)

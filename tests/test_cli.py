@@ -13,25 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli, write_tiny_checkpoint
+from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli
 
 from ckpt_formats import atomic
 from corridorkey_engine.clips import completeness, images, pixels, sequences
 
 OUTPUT_FOLDERS = ("Matte", "FG", "Processed", "Comp")
-
-
-@pytest.fixture(scope="session")
-def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="session")
-def engine(ckpt_dir: Path):
-    """The same checkpoint loaded in-process: the reference the CLI's outputs must match."""
-    from corridorkey_engine.engine import load_engine
-
-    return load_engine(ckpt_dir, device="cpu", img_size=TINY_IMG_SIZE)
 
 
 def infer(clip: Path, ckpt: Path, *extra: str | os.PathLike, **kw) -> subprocess.CompletedProcess:

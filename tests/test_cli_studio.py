@@ -15,26 +15,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
-from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli, write_tiny_checkpoint
+from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli
 from test_cli import all_output_files, assert_ok, assert_one_line_error, expected, exr_channels, infer
 
 from corridorkey_engine.clips import images, sequences
 
 SIZE = (40, 56)
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="module")
-def engine(ckpt_dir: Path):
-    """The checkpoint loaded in-process: the reference the CLI's outputs must match."""
-    from corridorkey_engine.engine import load_engine
-
-    return load_engine(ckpt_dir, device="cpu", img_size=TINY_IMG_SIZE)
 
 
 def tree(root: Path) -> set[str]:

@@ -74,6 +74,13 @@ def our_options(ref, case: str, group: str) -> dict:
     return opts
 
 
+def post_options(ref, case: str, group: str) -> PostProcessOptions:
+    """:func:`our_options` less the two that are keywords of the call, as the post-processing value."""
+    opts = our_options(ref, case, group)
+    call_keywords = ("refiner_scale", "input_is_linear")
+    return PostProcessOptions(**{k: v for k, v in opts.items() if k not in call_keywords})
+
+
 def upstream(ref, case: str, group: str, name: str) -> np.ndarray:
     if name in ("alpha", "fg"):  # stored once per post-processing path
         return ref[f"{case}.{group.split('.')[1]}.{name}"]
@@ -142,13 +149,7 @@ def test_tensor_path_matches_the_opencv_path_on_the_cpu(engine, reference, case)
     blur in exact integers), run on CPU tensors, against the OpenCV path and against upstream."""
     alpha, fg, height, width = predictions(engine, reference, case)
     for group in TARGET_GROUPS:
-        options = PostProcessOptions(
-            **{
-                k: v
-                for k, v in our_options(reference, case, group).items()
-                if k not in ("refiner_scale", "input_is_linear")
-            }
-        )
+        options = post_options(reference, case, group)
         host = postprocess(alpha, fg, height, width, options, tensor_path=False)
         tensors = postprocess(alpha, fg, height, width, options, tensor_path=True)
         for name in OUTPUTS:
@@ -163,13 +164,7 @@ def test_cuda_post_processing_matches_upstream(engine, reference, case) -> None:
     """The same prediction post-processed on CUDA (the tensor path) agrees with upstream's OpenCV path."""
     alpha, fg, height, width = predictions(engine, reference, case)
     for group in TARGET_GROUPS:
-        options = PostProcessOptions(
-            **{
-                k: v
-                for k, v in our_options(reference, case, group).items()
-                if k not in ("refiner_scale", "input_is_linear")
-            }
-        )
+        options = post_options(reference, case, group)
         gpu = postprocess(alpha.cuda(), fg.cuda(), height, width, options)
         for name in OUTPUTS:
             assert gpu[name].device.type == "cuda"
