@@ -4,16 +4,14 @@ surviving in ckpt_formats.convert)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_state_dict, write_pth
+from test_write_paths import registry_saving_with
 
-import ckpt_formats_pickle
 import ckpt_formats_safetensors
-from ckpt_formats import Registry, hookimpl
 from ckpt_formats.convert import ConversionError, convert
 
 
@@ -57,14 +55,7 @@ def test_key_differences_list_the_first_three_names(tmp_path: Path) -> None:
             {**kept, **{f"new{i}": torch.zeros(1) for i in range(4)}}, path, meta
         )
 
-    class Plugin:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(replace(ckpt_formats_safetensors.SAFETENSORS, save=drop_four))
-
-    registry = Registry(load_entry_points=False)
-    registry.register(ckpt_formats_pickle)
-    registry.register(Plugin(), name="drops-four")
+    registry = registry_saving_with(drop_four)
     src = write_pth(tmp_path / "m.pth", {f"drop{i}": torch.ones(1) for i in range(4)})
     out = tmp_path / "m.safetensors"
 

@@ -111,7 +111,7 @@ def test_convert_killed_mid_write_leaves_no_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.pth"]
 
 
-def _plugin(save):
+def registry_saving_with(save):
     """A third-party-style plugin registering the "safetensors" target with another ``save``."""
 
     class Plugin:
@@ -135,7 +135,7 @@ def test_convert_exception_inside_the_write_leaves_no_output(tmp_path: Path) -> 
     src = write_pth(tmp_path / "m.pth")
     out = tmp_path / "m.safetensors"
     with pytest.raises(ConversionError) as err:
-        convert(src, out, registry=_plugin(save_half_then_fail))
+        convert(src, out, registry=registry_saving_with(save_half_then_fail))
     assert str(err.value) == (
         f"{out}: not enough disk space to write it (No space left on device); nothing was written. Free some "
         f"space in {tmp_path} and retry"
@@ -195,7 +195,7 @@ def test_convert_fails_when_the_written_file_differs_from_the_source(tmp_path: P
     out = tmp_path / "m.safetensors"
 
     with pytest.raises(ConversionError) as err:
-        convert(src, out, registry=_plugin(save))
+        convert(src, out, registry=registry_saving_with(save))
 
     assert str(err.value) == f"{out}: {message}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]
@@ -204,7 +204,8 @@ def test_convert_fails_when_the_written_file_differs_from_the_source(tmp_path: P
 def test_convert_with_a_faithful_third_party_target_succeeds(tmp_path: Path) -> None:
     """The same seam with an honest save: the failures above come from the comparison alone."""
     src = write_pth(tmp_path / "m.pth")
-    report = convert(src, tmp_path / "m.safetensors", registry=_plugin(ckpt_formats_safetensors.save_file))
+    registry = registry_saving_with(ckpt_formats_safetensors.save_file)
+    report = convert(src, tmp_path / "m.safetensors", registry=registry)
     assert report.tensors == 4
     from safetensors.torch import load_file
 
