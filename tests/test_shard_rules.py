@@ -12,7 +12,7 @@ from conftest import assert_same_tensors, tiny_state_dict
 from hub_testing import leftovers
 from shards_testing import KINDS, save_shard, shard_name, write_shard_set
 
-from ckpt_formats import CheckpointLoadError, HubSource
+from ckpt_formats import CheckpointLoadError, CheckpointNotFoundError, HubSource
 from ckpt_formats.hub import fetch
 
 KIND_NAMES = list(KINDS)
@@ -153,3 +153,43 @@ def test_both_sharded_formats_share_one_implementation(registry):
         fmt = registry.get_format(kind)
         assert fmt.companions.__wrapped__ is shards.shard_names
         assert fmt.matches.__wrapped__ is shards.looks_like_index
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_shard_whose_index_is_missing_is_not_a_checkpoint(tmp_path, registry, kind, caplog):
+    index = write_shard_set(tmp_path, kind, tiny_state_dict())
+    index.unlink()  # what an interrupted copy leaves: shards, no index
+    (tmp_path / shard_name(kind, 2, 2)).unlink()
+    with pytest.raises(CheckpointNotFoundError) as err:
+        registry.resolve(tmp_path)
+    text = str(err.value)
+    assert f"shards without their index (an interrupted set): {shard_name(kind, 1, 2)}; fetch" in text
+    assert "present but matching no format: none" in text
+    assert f"{shard_name(kind, 1, 2)} named like part of a sharded set" in caplog.text
+
+
+def test_a_set_of_one_shard_is_a_whole_model(tmp_path, registry):
+    from safetensors.torch import save_file
+
+    save_file(tiny_state_dict(), str(tmp_path / "model-00001-of-00001.safetensors"))
+    assert_same_tensors(registry.resolve(tmp_path).state_dict, tiny_state_dict())
+
+
+def test_resolve_fetches_the_set_over_a_lone_shard(hub, cache, tmp_path, registry):
+    from hub_testing import REPO
+
+    source_dir = tmp_path / "repo"
+    source_dir.mkdir()
+    write_shard_set(source_dir, "safetensors-sharded", tiny_state_dict())
+    hub.add_repo(REPO, {p.name: p.read_bytes() for p in source_dir.iterdir()})
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    lone = shard_name("safetensors-sharded", 1, 2)
+    (target / lone).write_bytes((source_dir / lone).read_bytes())  # a crash left the first shard only
+    source = HubSource(REPO, endpoint=hub.url, cache_dir=cache, token=False, progress=False, timeout=5.0)
+
+    result = registry.resolve(target, hub=source)
+
+    assert result.format.name == "safetensors-sharded" and result.downloaded
+    assert_same_tensors(result.state_dict, tiny_state_dict())
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in source_dir.iterdir())

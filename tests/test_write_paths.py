@@ -346,12 +346,6 @@ CRASH_CHILD = """
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a crash mid-placement the lone shard left (model-00002-of-00002.safetensors) is a "
-    "valid single-file safetensors checkpoint, so hub.present() takes the folder for fetched and the set "
-    "is never completed; the index-last ordering itself holds (the first asserts pass)",
-)
 def test_a_crash_between_shards_and_index_never_leaves_the_index(hub, cache: Path, tmp_path: Path) -> None:
     from hub_testing import REPO
 

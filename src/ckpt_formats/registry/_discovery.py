@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ from ._plugins import DISABLE_ENV
 
 logger = logging.getLogger("ckpt_formats.registry")
 
+SHARD_NAME = re.compile(r".+-(\d+)-of-(\d+)\.[^.]+")
+"""Hugging Face's shard naming (``model-00001-of-00002.safetensors``): part of a set, never a whole model."""
+
 
 @dataclass
 class Discovery:
@@ -38,6 +42,7 @@ class Discovery:
     excluded: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # file name -> format removed by policy
     faulty: dict[str, str] = field(default_factory=dict)  # format name -> why its plugin was left out
+    orphans: list[str] = field(default_factory=list)  # shards (by name) that no index in the folder lists
 
     @property
     def winner(self) -> CheckpointFormat | None:
@@ -168,7 +173,21 @@ def discover(
     }
     for name, cands in candidates.items():
         candidates[name] = [c for c in cands if claimed.get(c.path, name) == name]
+    # A shard that no index lists (a set interrupted mid-copy or mid-download) is not a whole model either.
+    singles = [c.path for cands in candidates.values() for c in cands if len(c.paths) == 1]
+    orphans = sorted({p.name for p in singles if is_orphan_shard(p)})
+    if orphans:
+        logger.warning(
+            "%s: %s named like part of a sharded set but no index there lists %s; not a checkpoint on its "
+            "own (the set was interrupted: fetch or copy it again, index included)",
+            directory,
+            ", ".join(orphans),
+            "it" if len(orphans) == 1 else "them",
+        )
+        for name, cands in candidates.items():
+            candidates[name] = [c for c in cands if c.path.name not in orphans]
     seen = {p for cands in candidates.values() for c in cands for p in c.paths} | set(claimed)
+    seen |= {directory / n for n in orphans}
     for glob in select_globs(select):
         for name, cands in candidates.items():
             candidates[name] = [c for c in cands if fnmatch.fnmatchcase(c.path.name, glob)]
@@ -184,7 +203,16 @@ def discover(
     # matching no format: no glob matched it, or the format's discovery did not take it (a .bin that is
     # not a pickle)
     unmatched = [p.name for p in files if p not in seen and p.name not in refused]
-    return Discovery(directory, list(allowed), candidates, unmatched, excluded, refused, faulty)
+    return Discovery(directory, list(allowed), candidates, unmatched, excluded, refused, faulty, orphans)
+
+
+def is_orphan_shard(path: Path) -> bool:
+    """True for a file named like shard i of a set of more than one (``NAME-0000i-of-0000N.EXT``, N > 1).
+
+    Called only for files no index in their folder claims.
+    """
+    named = SHARD_NAME.fullmatch(path.name)
+    return named is not None and int(named.group(2)) > 1
 
 
 def check_content(fmt: CheckpointFormat, candidate: Candidate, known: Sequence[CheckpointFormat]) -> None:
@@ -264,6 +292,11 @@ def not_found_message(found: Discovery, select: str | Sequence[str] | None = Non
         )  # DEPRECATED: remove after .pth sunset (the convert hint: only pickle is refused by safe-only)
     if found.faulty:
         parts.append(f"left out because their plugin failed: {', '.join(found.faulty)} (see the warnings)")
+    if found.orphans:
+        parts.append(
+            f"shards without their index (an interrupted set): {', '.join(found.orphans)}; fetch or copy the "
+            "whole set again, index included"
+        )
     if found.excluded:
         parts.append(f"excluded by pattern: {', '.join(found.excluded)}")
     parts.append(f"present but matching no format: {', '.join(found.unmatched) or 'none'}")
