@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_state_dict, write_pth
 
 from ckpt_formats import CheckpointFormat, PluginError, Registry, hookimpl
 
@@ -29,3 +30,33 @@ def test_a_plugin_registered_again_after_unregister_counts_as_the_later_one() ->
 
     assert str(err.value) == "plugin 'first': format 'dup' is already registered by plugin 'second'"
     assert [f.plugin for f in registry.all_formats()] == ["second"]
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["repo-without-weights", "hub-unreachable"])
+def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, cache, reachable):
+    from safetensors.torch import save_file
+
+    from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, HubSource
+
+    hub.add_repo("someone/empty", {"README.md": b"no weights here"})
+    write_pth(tmp_path / "model.pth", tiny_state_dict())
+    save_file(tiny_state_dict(), str(tmp_path / "model-00001-of-00002.safetensors"))
+    endpoint = hub.url if reachable else f"http://127.0.0.1:{_closed_port()}"
+    source = HubSource("someone/empty", endpoint=endpoint, cache_dir=cache, token=False, progress=False)
+    expected = CheckpointNotFoundError if reachable else CheckpointDownloadError
+    with pytest.raises(expected) as err:
+        Registry().resolve(tmp_path, safe_only=True, hub=source)
+    text = str(err.value)
+    assert text.endswith(
+        f"; found in {tmp_path} but refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pth (pickle)"
+        f"; shards without their index in {tmp_path}: model-00001-of-00002.safetensors"
+    ), text
+    assert "\n" not in text
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError, CheckpointLoadError, CheckpointNotFoundError, PluginError
+from ..errors import (
+    CheckpointDownloadError,
+    CheckpointError,
+    CheckpointLoadError,
+    CheckpointNotFoundError,
+    PluginError,
+)
 from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from ._discovery import Discovery, discover, matches_format
 from ._loading import load_checked
@@ -238,7 +244,11 @@ class Registry:
         if found.winner is None and hub is not None:
             from ..hub import fetch
 
-            fetch(hub, directory, found.formats, exclude=exclude, select=select)
+            try:
+                fetch(hub, directory, found.formats, exclude=exclude, select=select)
+            except (CheckpointDownloadError, CheckpointNotFoundError) as exc:
+                _say_what_was_refused(exc, found)
+                raise
             downloaded = True
             found = self.discover(
                 directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only
@@ -263,6 +273,23 @@ class Registry:
             )
         logger.info("loaded %s checkpoint %s onto %s", fmt.name, candidate.path, device)
         return ResolvedCheckpoint(fmt, candidate, state_dict, metadata, shadowed, downloaded)
+
+
+def _say_what_was_refused(exc: CheckpointError, found: Discovery) -> None:
+    """A failed fetch also names the local files that were not taken (a refused pickle, a lone shard): the
+    user otherwise sees only a network error for a folder that holds weights."""
+    if type(exc) not in (CheckpointDownloadError, CheckpointNotFoundError) or len(exc.args) != 1:
+        return
+    notes = []
+    if found.refused:
+        refused = ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
+        notes.append(
+            f"found in {found.directory} but refused by policy (safe-only or {DISABLE_ENV}): {refused}"
+        )  # DEPRECATED: remove after .pth sunset (only pickle formats are refused by policy)
+    if found.orphans:
+        notes.append(f"shards without their index in {found.directory}: {', '.join(found.orphans)}")
+    if notes:
+        exc.args = (f"{exc.args[0]}; {'; '.join(notes)}",)
 
 
 _registry: Registry | None = None
