@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from corridorkey_engine.device import DeviceUnavailableError, auto_device, resolve_device, resolve_dtype
+from corridorkey_engine.errors import ConfigError
 
 
 def test_explicit_argument_beats_the_environment(monkeypatch) -> None:
@@ -48,8 +49,9 @@ def test_precision_defaults_and_choices() -> None:
     assert resolve_dtype(cuda, "bf16") == torch.bfloat16
     assert resolve_dtype(cuda, "float32") == torch.float32
     assert resolve_dtype(cuda, torch.bfloat16) == torch.bfloat16
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ConfigError, match="precision must be one of") as err:
         resolve_dtype(cuda, "int8")
+    assert isinstance(err.value, ValueError)  # what callers before ConfigError caught
 
 
 def test_cpu_always_runs_float32(caplog) -> None:

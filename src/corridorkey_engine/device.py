@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .errors import DeviceUnavailableError
+from .errors import ConfigError, DeviceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +98,16 @@ def resolve_dtype(device: torch.device, precision: str | torch.dtype | None = No
     if isinstance(precision, torch.dtype):
         dtype = precision
         if dtype not in PRECISIONS.values():
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision}")
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision}")
     elif precision is None:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     else:
         name = _ALIASES.get(precision.strip().lower(), precision.strip().lower())
         if name not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            raise ConfigError(
+                f"precision must be one of {', '.join(sorted(PRECISIONS))} (or {', '.join(_ALIASES)}), "
+                f"got {precision!r}"
+            )
         dtype = PRECISIONS[name]
     if device.type == "cpu" and dtype != torch.float32:
         logger.warning("%s is slow on the CPU: running in float32 instead", str(dtype).removeprefix("torch."))

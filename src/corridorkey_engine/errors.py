@@ -29,7 +29,7 @@ class CorridorKeyError(Exception):
 
 
 class ConfigError(CorridorKeyError, ValueError):
-    """A GreenFormer config (argument or checkpoint metadata) is invalid."""
+    """A setting is invalid: a GreenFormer config (argument or checkpoint metadata), a precision."""
 
 
 class DeviceUnavailableError(CorridorKeyError, RuntimeError):
