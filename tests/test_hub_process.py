@@ -129,8 +129,8 @@ def test_disk_full_mid_download_names_the_size_and_leaves_nothing(hub, tmp_path)
     assert not [p for p in hf_home.rglob("*") if p.is_file() and p.stat().st_size > 0 and "blobs" in p.parts]
 
 
-def _stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run the child with stderr on a pseudo-terminal; return its exit status and what it wrote there."""
+def _stderr_on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` with stderr on a pseudo-terminal; return its exit status and what it wrote there."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns for the bar
     chunks: list[bytes] = []
@@ -149,7 +149,7 @@ def _stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, st
     reader.start()
     try:
         proc = subprocess.run(
-            [sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE, stderr=slave, timeout=120
+            command, env=env, stdout=subprocess.PIPE, stderr=slave, timeout=120
         )
     finally:
         os.close(slave)
@@ -167,10 +167,22 @@ def test_progress_bar_only_on_a_terminal_or_when_asked(hub, tmp_path, progress, 
     args = [str(tmp_path / "ckpt"), REPO, *CK_ARGS, f"--progress={progress}"]
     env = child_env(hub, tmp_path / "hf-home")
     if terminal:
-        status, stderr = _stderr_on_a_terminal(args, env)
+        status, stderr = _stderr_on_a_terminal([sys.executable, str(CHILD), *args], env)
     else:
         proc = run_child(args, env)
         status, stderr = proc.returncode, proc.stderr
     assert status == 0, stderr
     assert ("100%|" in stderr) is bar, stderr
     assert (tmp_path / "ckpt" / ST).read_bytes() == BOTH[ST]
+
+
+@pytest.mark.parametrize(("flags", "bar"), [([], True), (["--no-progress"], False)])
+def test_ckpt_formats_fetch_no_progress_hides_the_bar_on_a_terminal(hub, tmp_path, flags, bar):
+    hub.add_repo(REPO, BOTH)
+    target = tmp_path / "ckpt"
+    command = [sys.executable, "-m", "ckpt_formats.cli", "fetch", REPO, str(target)]
+    command.append(f"--filename=safetensors={ST}")
+    status, stderr = _stderr_on_a_terminal(command + flags, child_env(hub, tmp_path / "hf-home"))
+    assert status == 0, stderr
+    assert ("100%|" in stderr) is bar, stderr
+    assert (target / ST).read_bytes() == BOTH[ST]
