@@ -430,6 +430,18 @@ def test_cuda_run_matches_the_cpu_reference(tmp_path: Path, ckpt_dir: Path, engi
         assert np.abs(matte - ref["alpha"][..., 0]).mean() < 0.02
 
 
+@pytest.mark.gpu
+def test_cuda_compile_keys_like_the_uncompiled_model(tmp_path: Path, ckpt_dir: Path) -> None:
+    """``--compile`` (torch.compile with inductor) on CUDA: the same mattes as without, within float16."""
+    plain, compiled = (make_clip(tmp_path / name, ["c_1", "c_2"], SIZE) for name in ("plain", "compiled"))
+    assert_ok(infer(plain, ckpt_dir, "--device", "cuda"))
+    assert_ok(infer(compiled, ckpt_dir, "--device", "cuda", "--compile"))
+    for name in ("c_1", "c_2"):
+        want = images.read_image(plain / "Matte" / f"{name}.exr")
+        got = images.read_image(compiled / "Matte" / f"{name}.exr")
+        assert np.abs(got - want).max() < 0.02
+
+
 # --------------------------------------------------------------------------------------------------- demo
 
 

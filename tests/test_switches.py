@@ -385,3 +385,26 @@ def test_demo_device_precision_and_batch_size(tmp_path: Path, capsys) -> None:
     assert "bfloat16 is slow on the CPU: running in float32 instead" in err
     assert "device cpu (float32)" in out
     assert batches == [3]
+
+
+def test_compile_backend_compiles_the_model_with_that_backend(cli, clip: Path, engine, capsys) -> None:
+    """A backend registered with torch records each graph dynamo hands it and runs it unchanged: the
+    run through ``--compile-backend`` traced the model and wrote the same outputs as the engine."""
+    from torch._dynamo import register_backend
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    @register_backend(name="corridorkey_test_recorder")
+    def recorder(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    got = cli(clip, "--compile-backend", "corridorkey_test_recorder")
+
+    assert graphs and any(node.op == "call_function" for node in graphs[0].graph.nodes)
+    assert_matches(got, reference(engine, clip))
+    # checked before the weights are looked for: this run has none
+    assert main(["infer", str(clip), "--device", "cpu", "--no-hub", "--compile-backend", "nope"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("corridorkey: error: unknown torch.compile backend 'nope': use one of ")
+    assert "inductor" in err[-1] and "eager" in err[-1]

@@ -184,6 +184,12 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frame)")
     g.add_argument(
+        "--compile-backend",
+        dest="compile",
+        metavar="BACKEND",
+        help="torch.compile with this backend (implies --compile; default inductor): e.g. cudagraphs, eager",
+    )
+    g.add_argument(
         "--safe-only",
         action="store_true",
         default=None,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .device import resolve_device, resolve_dtype
+from .errors import ConfigError
 from .keying.frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
 from .model.config import GreenFormerConfig
 from .model.loading import LoadedModel, LoadReport, load_greenformer
@@ -41,7 +42,8 @@ class CorridorKeyEngine:
         img_size: the resolution the model runs at; default the checkpoint config's (2048 for v1.0).
         config: the architecture; default the checkpoint's metadata, else CorridorKey v1.0.
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
-        compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles).
+        compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles): True for
+            its default backend (``"inductor"``), or a backend's name (``"cudagraphs"``, ``"eager"``...).
         screen_color: ``"green"`` or ``"blue"``: the screen the frames are shot on. It chooses the checkpoint
             (file names containing ``blue`` are the blue-screen model: the only candidates for blue, never
             for green; without a folder, the published model of that colour) and is the default of the
@@ -61,7 +63,7 @@ class CorridorKeyEngine:
         img_size: int | None = None,
         config: GreenFormerConfig | None = None,
         strict: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         screen_color: str | None = None,
         **source_options: Any,
     ) -> None:
@@ -71,10 +73,11 @@ class CorridorKeyEngine:
         self.post_defaults = PostProcessOptions(screen_color=source.screen_color)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
+        backend = _compile_backend(compile)
         loaded = load_greenformer(
             source, device=self.device, dtype=self.dtype, config=config, img_size=img_size, strict=strict
         )
-        self._setup(loaded, compile)
+        self._setup(loaded, backend)
 
     @classmethod
     def from_model(
@@ -83,7 +86,7 @@ class CorridorKeyEngine:
         *,
         device: str | torch.device | None = None,
         precision: str | torch.dtype | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         screen_color: str = "green",
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
@@ -92,17 +95,17 @@ class CorridorKeyEngine:
         engine.device = resolve_device(device)
         engine.dtype = resolve_dtype(engine.device, precision)
         model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
-        engine._setup(LoadedModel(model, model.config, LoadReport()), compile)
+        engine._setup(LoadedModel(model, model.config, LoadReport()), _compile_backend(compile))
         return engine
 
-    def _setup(self, loaded: LoadedModel, compile: bool) -> None:
+    def _setup(self, loaded: LoadedModel, backend: str | None) -> None:
         self.model: GreenFormer = loaded.model
         self.config: GreenFormerConfig = loaded.config
         self.load_report: LoadReport = loaded.report
         self.checkpoint: ResolvedCheckpoint | None = loaded.checkpoint  # .path, .format.name, .metadata
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-        self._forward = torch.compile(self.model) if compile else self.model
+        self._forward = torch.compile(self.model, backend=backend) if backend else self.model
 
     @property
     def screen_color(self) -> str:
@@ -183,3 +186,20 @@ def load_engine(
 ) -> CorridorKeyEngine:
     """``CorridorKeyEngine(checkpoint_dir, **kwargs)``: the engine, ready to key frames."""
     return CorridorKeyEngine(checkpoint_dir, **kwargs)
+
+
+def _compile_backend(compile: bool | str) -> str | None:
+    """The ``torch.compile`` backend ``compile`` names (True: torch's default), checked before any loading.
+
+    Raises:
+        ConfigError: torch knows no such backend.
+    """
+    if not compile:
+        return None
+    backend = "inductor" if compile is True else str(compile)
+    try:
+        torch.compile(torch.nn.Identity(), backend=backend)  # lazy: only looks the backend up
+    except torch._dynamo.exc.InvalidBackend as exc:
+        known = ", ".join(torch._dynamo.list_backends(exclude_tags=()))
+        raise ConfigError(f"unknown torch.compile backend {backend!r}: use one of {known}") from exc
+    return backend

@@ -58,7 +58,7 @@ class EngineSpec:
     device: str
     precision: str | None = None
     img_size: int | None = None
-    compile: bool = False
+    compile: bool | str = False
     cpu_threads: int = 1
 
     def load(self) -> Any:
