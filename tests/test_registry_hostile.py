@@ -325,3 +325,121 @@ def test_a_register_hook_that_exits_is_a_plugin_error(registry):
     ):
         registry.register(Exits(), name="exits")
     assert [f.name for f in registry.all_formats()] == before
+
+
+# -- the exact messages (every word of them reaches a user) ------------------------------------------------
+
+LOAD_ADVICE = (
+    " The file may be corrupt, or the plugin faulty: re-download or re-export it, or report it to the "
+    "plugin's author (no other format was tried)"
+)
+OTHER_ADVICE = " Report it to the plugin's author, or disable it with CKPT_FORMATS_DISABLE"
+
+
+@pytest.mark.parametrize(
+    ("hook", "cls", "advice"),
+    [
+        ("load", PluginLoadError, LOAD_ADVICE),
+        ("read_metadata", PluginLoadError, LOAD_ADVICE),
+        ("matches", PluginError, OTHER_ADVICE),
+        ("discover", PluginError, OTHER_ADVICE),
+        ("save", PluginError, OTHER_ADVICE),
+        ("companions", PluginError, OTHER_ADVICE),
+    ],
+)
+def test_each_hooks_failure_message_word_for_word(tmp_path, hostile, hook, cls, advice):
+    fmt = hostile(hook).get_format("hostile")
+    path = tmp_path / "x.hostile"
+    path.write_bytes(b"HOSTILE")
+    calls = {
+        "load": lambda: fmt.load(Candidate("hostile", path), "cpu"),
+        "read_metadata": lambda: fmt.read_metadata(Candidate("hostile", path)),
+        "matches": lambda: fmt.matches(path),
+        "discover": lambda: fmt.discover(tmp_path, [path]),
+        "save": lambda: fmt.save({}, path, {}),
+        "companions": lambda: fmt.companions(path),
+    }
+    subject = tmp_path if hook == "discover" else path
+    with pytest.raises(PluginError) as err:
+        calls[hook]()
+    assert type(err.value) is cls
+    assert str(err.value) == (
+        f"{subject}: plugin 'hostile-plugin' (format 'hostile') failed in {hook}: raised RuntimeError: "
+        f"boom in {hook}.{advice}"
+    )
+    assert (err.value.plugin, err.value.format, err.value.hook) == ("hostile-plugin", "hostile", hook)
+
+
+class Quiet(Exception):
+    """An exception whose message is empty (or blank lines only)."""
+
+
+@pytest.mark.parametrize("message", ["", "\n  \n"])
+def test_an_exception_without_a_message_is_named_by_its_type(tmp_path, registry, message):
+    def load(candidate, device):
+        raise Quiet(message)
+
+    class Plugin:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register(CheckpointFormat(name="quiet", priority=1, globs=("*.quiet",), load=load))
+
+    registry.register(Plugin(), name="quiet-plugin")
+    (tmp_path / "m.quiet").write_bytes(b"")
+    with pytest.raises(PluginLoadError) as err:
+        registry.resolve(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'm.quiet'}: plugin 'quiet-plugin' (format 'quiet') failed in load: raised Quiet."
+        + LOAD_ADVICE
+    )
+
+
+def test_a_guarded_function_called_with_keywords_names_no_file(tmp_path, hostile):
+    fmt = hostile("load").get_format("hostile")
+    with pytest.raises(PluginLoadError) as err:
+        fmt.load(candidate=Candidate("hostile", tmp_path / "x.hostile"), device="cpu")
+    assert str(err.value).startswith("?: plugin 'hostile-plugin' (format 'hostile') failed in load: ")
+
+
+@pytest.mark.parametrize("how", ["plugin", "os"])
+def test_a_format_left_out_is_reported_word_for_word(tmp_path, registry, caplog, how):
+    def discover(directory, matched):
+        if how == "os":
+            raise PermissionError(13, "Permission denied", str(directory))
+        raise RuntimeError("cannot group")
+
+    class Plugin:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register(
+                CheckpointFormat(
+                    name="grouped", priority=1, globs=("*.grp",), load=lambda c, d: {}, discover=discover
+                )
+            )
+
+    registry.register(Plugin(), name="grouping-plugin")
+    (tmp_path / "a.grp").write_bytes(b"")
+    why = (
+        f"{tmp_path}: PermissionError: [Errno 13] Permission denied: '{tmp_path}'"
+        if how == "os"
+        else f"{tmp_path}: plugin 'grouping-plugin' (format 'grouped') failed in discover: raised "
+        f"RuntimeError: cannot group.{OTHER_ADVICE}"
+    )
+    with caplog.at_level(logging.WARNING, logger="ckpt_formats"):
+        found = registry.discover(tmp_path)
+    assert found.faulty == {"grouped": f"format 'grouped' left out of the choice: {why}"}
+    assert [r.getMessage() for r in caplog.records] == [found.faulty["grouped"]]
+
+
+def test_the_winner_left_out_for_its_content_check_is_reported_word_for_word(tmp_path, hostile, caplog):
+    registry = hostile("matches")
+    sd = tiny_state_dict()
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    path = tmp_path / "x.hostile"
+    path.write_bytes(b"HOSTILE")
+    found = registry.discover(tmp_path)
+    fmt = registry.get_format("hostile")
+    error = PluginError("the plugin's words", plugin="hostile-plugin", format="hostile", hook="matches")
+    found.leave_out(fmt, error)
+    assert found.faulty == {"hostile": "format 'hostile' left out of the choice: the plugin's words"}
+    assert "hostile" not in found.candidates and found.winner.name == "safetensors"

@@ -188,6 +188,7 @@ def discover(
             candidates[name] = [c for c in cands if c.path.name not in orphans]
     seen = {p for cands in candidates.values() for c in cands for p in c.paths} | set(claimed)
     seen |= {directory / n for n in orphans}
+    seen |= {p for fmt in every if fmt.name in faulty for p in files if matches_format(p.name, fmt)}
     for glob in select_globs(select):
         for name, cands in candidates.items():
             candidates[name] = [c for c in cands if fnmatch.fnmatchcase(c.path.name, glob)]
