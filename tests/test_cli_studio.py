@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli
 from test_cli import all_output_files, assert_ok, assert_one_line_error, expected, exr_channels, infer
 
@@ -58,6 +59,7 @@ def manifest(out_dir: Path) -> dict:
 # ------------------------------------------------------------------------------ inputs as studios have them
 
 
+@pytest.mark.slow
 def test_folder_of_clips_keys_each_clip_and_reports_the_bad_one(tmp_path: Path, ckpt_dir: Path) -> None:
     shots = tmp_path / "shots"
     make_clip(shots / "sh10", ["a_1", "a_2"], SIZE)
@@ -88,6 +90,7 @@ def test_folder_of_clips_keys_each_clip_and_reports_the_bad_one(tmp_path: Path, 
     assert_one_line_error(infer(empty, ckpt_dir), "neither a clip", "nor a folder of clips")
 
 
+@pytest.mark.slow
 def test_input_and_alphahint_video_files(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     clip = tmp_path / "vidclip"
     clip.mkdir()
@@ -116,6 +119,7 @@ def test_input_and_alphahint_video_files(tmp_path: Path, ckpt_dir: Path, engine)
 # ------------------------------------------------------------------------------------- render-farm chunks
 
 
+@pytest.mark.slow
 def test_chunks_on_two_processes_equal_one_whole_run_byte_for_byte(tmp_path: Path, ckpt_dir: Path) -> None:
     names = [f"shot_{n}" for n in range(1001, 1007)]
     clip = make_clip(tmp_path / "shot", names, SIZE)
@@ -154,6 +158,7 @@ def test_chunks_on_two_processes_equal_one_whole_run_byte_for_byte(tmp_path: Pat
 # ------------------------------------------------------------------------------------ settings-aware resume
 
 
+@pytest.mark.slow
 def test_a_settings_change_redoes_the_frames(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "s", ["s_1", "s_2"], SIZE)
     assert_ok(infer(clip, ckpt_dir, "--outputs", "processed"))
@@ -175,6 +180,7 @@ def test_a_settings_change_redoes_the_frames(tmp_path: Path, ckpt_dir: Path) -> 
     assert "nothing to do" in same.stdout
 
 
+@pytest.mark.slow
 def test_an_interrupted_overwrite_is_finished_by_a_plain_rerun(tmp_path: Path, ckpt_dir: Path) -> None:
     names = [f"o_{i}" for i in range(1, 6)]
     clip = make_clip(tmp_path / "o", names, SIZE)
@@ -194,6 +200,7 @@ def test_an_interrupted_overwrite_is_finished_by_a_plain_rerun(tmp_path: Path, c
     assert "nothing to do" in infer(clip, ckpt_dir, "--outputs", "matte").stdout
 
 
+@pytest.mark.slow
 def test_file_type_per_output(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     import OpenEXR
 
@@ -238,6 +245,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_early_failures_leave_no_folders(tmp_path: Path, ckpt_dir: Path) -> None:
     import torch
 
@@ -290,6 +298,7 @@ def test_early_failures_leave_no_folders(tmp_path: Path, ckpt_dir: Path) -> None
     assert "cuda, cuda:N, mps, cpu or auto" in " ".join(helptext.split())
 
 
+@pytest.mark.slow
 def test_the_documented_farm_loop_adds_up_to_the_whole_clip(tmp_path: Path, ckpt_dir: Path) -> None:
     """docs/cli.md's shell loop, run as written: chunks of 2 frames over 1001-1005, in parallel."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()

@@ -257,6 +257,7 @@ def test_cli_list_shows_formats_plugins_and_distributions():
     assert {f["name"]: f["enabled"] for f in data["formats"]}["pickle"] is False
 
 
+@pytest.mark.slow
 def test_cli_resolve_explains_the_winner(tmp_path):
     write_safetensors(tmp_path / "model.safetensors")
     write_pth(tmp_path / "model.pth")
@@ -297,6 +298,7 @@ def test_cli_resolve_ambiguity_advice_names_its_own_flags_and_they_work(tmp_path
     assert "winner: a.safetensors" in cli("resolve", tmp_path, "--exclude", "b.*").stdout
 
 
+@pytest.mark.slow
 def test_cli_inspect(tmp_path):
     write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"k": "v"})
     out = cli("inspect", tmp_path / "m.safetensors", "--json")
@@ -310,6 +312,7 @@ def test_cli_inspect(tmp_path):
     assert "metadata:    k = v" in human and "parameters:  29" in human
 
 
+@pytest.mark.slow
 def test_cli_convert_and_its_errors(tmp_path):
     write_pth(tmp_path / "m.pth", {"model": tiny_state_dict()})
     out = cli("convert", tmp_path / "m.pth", tmp_path / "m.safetensors")

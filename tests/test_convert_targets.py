@@ -39,6 +39,7 @@ def big_state_dict() -> dict[str, torch.Tensor]:
 # -- the target format comes from the output's name -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_npz_is_a_target_because_its_plugin_can_save(tmp_path, registry):
     src = write_pth(tmp_path / "m.pth", {"model": tiny_state_dict()})
 
@@ -77,6 +78,7 @@ def test_dtype_casts_floating_tensors_only(tmp_path, registry, dtype):
     assert back["head.steps"].dtype == torch.int64 and report.dtype == dtype
 
 
+@pytest.mark.slow
 def test_cli_dtype_changes_the_written_dtypes(tmp_path):
     src = write_pth(tmp_path / "m.pth")
 
@@ -122,6 +124,7 @@ def test_max_shard_size_writes_the_hugging_face_layout_and_resolves_bit_identica
     assert report.target_format == "safetensors-sharded"
 
 
+@pytest.mark.slow
 def test_cli_max_shard_size_and_a_set_that_fits_one_shard(tmp_path):
     src = write_safetensors(tmp_path / "src.safetensors", big_state_dict())
 
@@ -249,6 +252,7 @@ GATED_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_of_concurrent_converts_past_the_check_exactly_one_writes(tmp_path):
     src = write_safetensors(tmp_path / "m.safetensors", big_state_dict())
     out = tmp_path / "out" / "model.gated"
@@ -281,6 +285,7 @@ def load_safetensors(path: Path) -> dict:
     return load_file(str(path))
 
 
+@pytest.mark.slow
 def test_concurrent_cli_converts_one_writes_the_others_refuse(tmp_path):
     src = write_pth(tmp_path / "m.pth", big_state_dict())
     out = tmp_path / "model.safetensors"
@@ -297,6 +302,7 @@ def test_concurrent_cli_converts_one_writes_the_others_refuse(tmp_path):
     assert_same_tensors(load_safetensors(out), big_state_dict())
 
 
+@pytest.mark.slow
 def test_the_next_convert_sweeps_the_temporary_of_a_killed_one(tmp_path):
     src = write_safetensors(tmp_path / "m.safetensors", big_state_dict())
     out = tmp_path / "out" / "model.gated"

@@ -156,6 +156,7 @@ def docs_env(hub, tmp_path):
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", [d for d in DOCS if python_plan(doc_blocks(d))[0]], ids=lambda d: d.name)
 def test_python_blocks_run(doc, docs_env, tmp_path):
     skipped = run_python_blocks(doc_blocks(doc), tmp_path / "cwd", docs_env)

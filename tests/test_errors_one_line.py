@@ -89,6 +89,7 @@ def test_permission_denied_names_the_file(name):
 # -- an unavailable device is said to be one, never a corrupt file -------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 @pytest.mark.parametrize("make", [write_safetensors, write_pth])
 def test_cuda_without_a_usable_gpu_is_reported_as_such(tmp_path, registry, make):
@@ -143,6 +144,7 @@ except OSError as exc:
 """
 
 
+@pytest.mark.slow
 def test_convert_disk_full_is_an_oserror_with_enospc(tmp_path):
     src = write_pth(tmp_path / "big.pth", {"w": torch.zeros(64_000)})  # 256 KB of tensor data
     out = tmp_path / "out" / "big.safetensors"
@@ -162,6 +164,7 @@ def test_convert_disk_full_is_an_oserror_with_enospc(tmp_path):
 @pytest.mark.parametrize(
     "payload, refused", [(RunsShell, "posix.system"), (WritesMarker, "io.open")], ids=["system", "open"]
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("container", ["zip", "raw-protocol-2"])
 def test_a_refused_pickle_names_the_global_without_torchs_advice(
     tmp_path, registry, payload, refused, container
@@ -185,6 +188,7 @@ def test_a_refused_pickle_names_the_global_without_torchs_advice(
 # -- library warnings: logged, shown with --verbose only ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_torchs_protocol_warning_is_logged_not_printed(tmp_path, registry, caplog, protocol):
     marker = tmp_path / "pwned"
@@ -210,6 +214,7 @@ def test_torchs_protocol_warning_is_logged_not_printed(tmp_path, registry, caplo
 HOSTILE_TEXT = "\x1b[2J\x1b[Hall clear\nckpt-formats: error: forged line\r\x07\x9b31m\u202etxt.exe"
 
 
+@pytest.mark.slow
 def test_inspect_escapes_metadata_keys_and_values(tmp_path):
     path = write_safetensors(
         tmp_path / "model.safetensors", metadata={"note": HOSTILE_TEXT, "\x1b]0;title\x07": "v"}
@@ -229,6 +234,7 @@ def test_inspect_escapes_metadata_keys_and_values(tmp_path):
     assert data["metadata"]["note"] == HOSTILE_TEXT
 
 
+@pytest.mark.slow
 def test_file_names_with_control_characters_stay_on_one_line(tmp_path):
     sd = tiny_state_dict()
     write_safetensors(tmp_path / "a\x1b[31mred\nwinner: fake.safetensors", sd)

@@ -81,6 +81,7 @@ def test_safe_only_after_resolve_changes_the_result(tmp_path):
     assert before.stderr == after.stderr and "refused by policy" in after.stderr
 
 
+@pytest.mark.slow
 def test_json_and_device_after_the_command(tmp_path):
     write_safetensors(tmp_path / "model.safetensors")
 
@@ -110,6 +111,7 @@ def test_a_closed_pipe_ends_quietly_with_status_0():
     assert shell.returncode == 0 and shell.stdout == "{\n" and shell.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_in_the_middle_of_a_long_output(tmp_path):
     metadata = {f"key{i:05d}": "v" * 50 for i in range(5000)}  # 5000 lines: far more than a pipe buffer
     write_safetensors(tmp_path / "m.safetensors", metadata=metadata)

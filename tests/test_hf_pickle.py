@@ -107,6 +107,7 @@ def test_malicious_bin_and_malicious_shard_never_run(tmp_path, registry, payload
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_inspect_and_convert_a_pytorch_model_bin(tmp_path):
     sd = tiny_state_dict(3)
     torch.save(sd, tmp_path / "pytorch_model.bin")

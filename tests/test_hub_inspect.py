@@ -94,6 +94,7 @@ def test_sharded_set_found_by_its_default_index_name(hub, tmp_path):
     assert sum(hub.served.values()) < sum(len(d) for d in files.values()) / 20
 
 
+@pytest.mark.slow
 def test_human_output_and_one_line_errors(hub, tmp_path):
     hub.add_repo(REPO, {"model.safetensors": safetensors_bytes()})
     env = child_env(hub, tmp_path / "hf")

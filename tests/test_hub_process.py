@@ -34,6 +34,7 @@ CK_ARGS = [f"--name=safetensors={ST}", f"--name=pickle={PTH}"]
 BOTH = {ST: safetensors_bytes(), PTH: pth_bytes()}
 
 
+@pytest.mark.slow
 def test_environment_configures_the_client_and_offline_uses_its_cache(hub, tmp_path):
     hub.add_repo(REPO, BOTH)
     hf_home = tmp_path / "hf-home"
@@ -63,6 +64,7 @@ def test_environment_configures_the_client_and_offline_uses_its_cache(hub, tmp_p
     assert len(hub.requests) == before
 
 
+@pytest.mark.slow
 def test_two_processes_download_once_and_both_get_the_valid_file(hub, tmp_path):
     data = safetensors_bytes(state_dict={"w": torch.arange(100_000, dtype=torch.float32)})
     hub.add_repo(REPO, {ST: data})
@@ -162,6 +164,7 @@ def _stderr_on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int,
     ("progress", "terminal", "bar"),
     [("auto", True, True), ("auto", False, False), ("off", True, False), ("on", False, True)],
 )
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal_or_when_asked(hub, tmp_path, progress, terminal, bar):
     hub.add_repo(REPO, BOTH)
     args = [str(tmp_path / "ckpt"), REPO, *CK_ARGS, f"--progress={progress}"]

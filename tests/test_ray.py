@@ -124,6 +124,7 @@ def test_worker_layout_defaults_and_limits() -> None:
         worker_layout("cpu", 0, None, 1)
 
 
+@pytest.mark.slow
 def test_local_run_never_imports_ray(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "shot", ["a", "b"])
     code = textwrap.dedent(
@@ -162,6 +163,7 @@ sys.meta_path.insert(0, _NoRay())
 """
 
 
+@pytest.mark.slow
 def test_ray_missing_names_the_extra_in_one_line(tmp_path: Path, ckpt_dir: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()

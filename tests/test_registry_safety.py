@@ -41,6 +41,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, registry, ext, con
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_unsafe_pickle_in_a_subprocess_with_safe_only_unset(tmp_path):
     """The process-wide entry point (the real CLI) refuses it too, and nothing is written."""
     import subprocess

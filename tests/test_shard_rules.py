@@ -61,6 +61,7 @@ def test_an_index_that_is_not_an_object_with_a_weight_map(tmp_path, registry, ki
     assert "not a valid sharded checkpoint index" in text or "content is a JSON file" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_map", ["list", "null"])
 def test_the_cli_prints_one_line_not_a_traceback(tmp_path, weight_map):
     index = _write_index(tmp_path, "safetensors-sharded", {"weight_map": BAD_WEIGHT_MAPS[weight_map]})
@@ -73,6 +74,7 @@ def test_the_cli_prints_one_line_not_a_traceback(tmp_path, weight_map):
         assert out.stderr.startswith(f"ckpt-formats: error: {index}: not a valid sharded checkpoint index")
 
 
+@pytest.mark.slow
 def test_corridorkey_infer_reports_a_bad_index_in_one_line(tmp_path):
     from helpers_ckpt import make_clip, run_cli
 

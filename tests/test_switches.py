@@ -387,6 +387,7 @@ def test_demo_device_precision_and_batch_size(tmp_path: Path, capsys) -> None:
     assert batches == [3]
 
 
+@pytest.mark.slow
 def test_compile_backend_compiles_the_model_with_that_backend(cli, clip: Path, engine, capsys) -> None:
     """A backend registered with torch records each graph dynamo hands it and runs it unchanged: the
     run through ``--compile-backend`` traced the model and wrote the same outputs as the engine."""
