@@ -135,7 +135,6 @@ def test_summary_reports_frames_speed_device_and_checkpoint(keyed, ckpt_dir: Pat
 # ------------------------------------------------------------------------------------- options and inputs
 
 
-@pytest.mark.slow
 def test_exr_input_float_outputs_subset_and_output_dir(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     """Float EXR input (linear by default), --exr-dtype float, --outputs, --output DIR."""
     clip = tmp_path / "shot020"
@@ -170,7 +169,6 @@ def test_exr_input_float_outputs_subset_and_output_dir(tmp_path: Path, ckpt_dir:
         )
 
 
-@pytest.mark.slow
 def test_batches_give_the_same_result(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     clip = make_clip(tmp_path / "b", ["a1", "a2", "a3"], SIZE)
     assert_ok(infer(clip, ckpt_dir, "--batch-size", "2", "--outputs", "matte", "--quiet"))
@@ -185,7 +183,6 @@ def test_batches_give_the_same_result(tmp_path: Path, ckpt_dir: Path, engine) ->
         )
 
 
-@pytest.mark.slow
 def test_video_input(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     clip = tmp_path / "vid"
     (clip / "Input").mkdir(parents=True)
@@ -209,7 +206,6 @@ def test_video_input(tmp_path: Path, ckpt_dir: Path, engine) -> None:
         )
 
 
-@pytest.mark.slow
 def test_chroma_hint_without_alphahint(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "nohint", ["c_1", "c_2"], SIZE, hint=False)  # blue: test_cli_screens.py
     assert_ok(infer(clip, ckpt_dir, "--hint", "chroma", "--outputs", "matte", "-q"))
@@ -247,7 +243,6 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_ino, st.st_mtime_ns
 
 
-@pytest.mark.slow
 def test_resume_skips_finished_frames_and_redoes_broken_ones(tmp_path: Path, ckpt_dir: Path) -> None:
     names = [f"s_{i}" for i in range(1, 5)]
     clip = make_clip(tmp_path / "resume", names, SIZE)
@@ -324,7 +319,6 @@ def test_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path: Path, ckp
 # ------------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.slow
 def test_error_frame_count_mismatch(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "count", ["f1", "f2", "f3"], SIZE)
     (clip / "AlphaHint" / "f3.png").unlink()
@@ -332,7 +326,6 @@ def test_error_frame_count_mismatch(tmp_path: Path, ckpt_dir: Path) -> None:
     assert not (clip / "Matte").exists()
 
 
-@pytest.mark.slow
 def test_error_size_mismatch(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "size", ["f1", "f2"], SIZE)
     cv2.imwrite(str(clip / "AlphaHint" / "f1.png"), np.zeros((20, 28), np.uint8))
@@ -340,7 +333,6 @@ def test_error_size_mismatch(tmp_path: Path, ckpt_dir: Path) -> None:
     assert not all_output_files(clip)
 
 
-@pytest.mark.slow
 def test_error_size_mismatch_mid_clip_names_the_frame(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "size2", ["f1", "f2", "f3"], SIZE)
     cv2.imwrite(str(clip / "AlphaHint" / "f3.png"), np.zeros((20, 28), np.uint8))
@@ -349,7 +341,6 @@ def test_error_size_mismatch_mid_clip_names_the_frame(tmp_path: Path, ckpt_dir: 
         assert completeness.output_complete(p) and not atomic.is_temp_file(p)
 
 
-@pytest.mark.slow
 def test_error_corrupt_frame_names_the_file_and_keeps_finished_frames_whole(
     tmp_path: Path, ckpt_dir: Path
 ) -> None:
@@ -363,7 +354,6 @@ def test_error_corrupt_frame_names_the_file_and_keeps_finished_frames_whole(
         assert completeness.output_complete(p) and not atomic.is_temp_file(p)
 
 
-@pytest.mark.slow
 def test_error_no_alphahint_says_what_to_provide(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "nohint", ["f1"], SIZE, hint=False)
     assert_one_line_error(infer(clip, ckpt_dir), "no AlphaHint/ folder", "--hint chroma")
@@ -381,7 +371,6 @@ def test_error_exr_support_missing_says_how_to_enable(tmp_path: Path, ckpt_dir: 
     assert_ok(infer(clip, ckpt_dir, "--outputs", "comp", "-q", env={"CORRIDORKEY_EXR_BACKEND": "cv2"}))
 
 
-@pytest.mark.slow
 def test_error_output_not_writable(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "clip", ["f1"], SIZE)
     blocker = tmp_path / "blocker"
@@ -393,7 +382,6 @@ def test_error_output_not_writable(tmp_path: Path, ckpt_dir: Path) -> None:
         assert_one_line_error(infer(clip, ckpt_dir, "--output", ro), "not writable")
 
 
-@pytest.mark.slow
 def test_error_cuda_requested_but_unavailable(tmp_path: Path, ckpt_dir: Path) -> None:
     import torch
 
@@ -404,7 +392,6 @@ def test_error_cuda_requested_but_unavailable(tmp_path: Path, ckpt_dir: Path) ->
     assert not all_output_files(clip)
 
 
-@pytest.mark.slow
 def test_verbose_error_shows_the_traceback(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "count", ["f1", "f2"], SIZE)
     (clip / "AlphaHint" / "f2.png").unlink()
@@ -413,7 +400,6 @@ def test_verbose_error_shows_the_traceback(tmp_path: Path, ckpt_dir: Path) -> No
     assert "Traceback" in proc.stderr and "corridorkey: error: " in proc.stderr
 
 
-@pytest.mark.slow
 def test_help_shows_an_example_session() -> None:
     proc = run_cli("infer", "--help")
     assert_ok(proc)
@@ -462,7 +448,6 @@ def test_cuda_compile_keys_like_the_uncompiled_model(tmp_path: Path, ckpt_dir: P
 # --------------------------------------------------------------------------------------------------- demo
 
 
-@pytest.mark.slow
 def test_demo_writes_keys_and_measures_a_clip(tmp_path: Path, ckpt_dir: Path) -> None:
     folder = tmp_path / "demo"
     proc = run_cli("demo", folder, "--frames", "2", "--checkpoint-dir", ckpt_dir)
@@ -478,7 +463,6 @@ def test_demo_writes_keys_and_measures_a_clip(tmp_path: Path, ckpt_dir: Path) ->
     assert again.stdout == ""
 
 
-@pytest.mark.slow
 def test_demo_with_the_bundled_model_in_a_temporary_folder() -> None:
     from corridorkey_engine.demo.clip import bundled_checkpoint_dir
 

@@ -65,7 +65,6 @@ def reference(model_file: Path, clip: Path, name: str, screen_color: str) -> dic
     return engine.process_frame(image, hint)
 
 
-@pytest.mark.slow
 def test_screen_color_chooses_the_model_and_the_despill(tmp_path: Path, models: Path) -> None:
     green_clip = make_clip(tmp_path / "g", ["f1"], SIZE)
     blue_clip = make_clip(tmp_path / "b", ["f1"], SIZE, screen="blue")
@@ -90,7 +89,6 @@ def test_screen_color_chooses_the_model_and_the_despill(tmp_path: Path, models: 
     assert np.abs(got[..., :3] - as_green[..., :3]).max() > 0.01
 
 
-@pytest.mark.slow
 def test_screen_color_keys_that_screen_for_the_chroma_hint(tmp_path: Path, models: Path) -> None:
     """--hint chroma keys the --screen-color screen: on a blue plate a blue key finds the subject; a green
     key sees no green screen (and says so)."""
@@ -111,7 +109,6 @@ def test_screen_color_keys_that_screen_for_the_chroma_hint(tmp_path: Path, model
     assert np.abs(images.read_image(wrong / "Matte" / "c1.exr") - expected).max() > 0.05
 
 
-@pytest.mark.slow
 def test_ambiguity_names_the_flags_and_select_or_exclude_resolve_it(tmp_path: Path) -> None:
     folder = tmp_path / "two"
     _checkpoint(folder, "a.safetensors", seed=1)
@@ -180,7 +177,6 @@ MATTE = re.compile(
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("screen", ["green", "blue"])
 def test_demo_keys_either_screen_within_its_targets(tmp_path: Path, screen: str) -> None:
     from corridorkey_engine.demo.clip import TARGETS, bundled_checkpoint_dir

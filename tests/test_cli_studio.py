@@ -59,7 +59,6 @@ def manifest(out_dir: Path) -> dict:
 # ------------------------------------------------------------------------------ inputs as studios have them
 
 
-@pytest.mark.slow
 def test_folder_of_clips_keys_each_clip_and_reports_the_bad_one(tmp_path: Path, ckpt_dir: Path) -> None:
     shots = tmp_path / "shots"
     make_clip(shots / "sh10", ["a_1", "a_2"], SIZE)
@@ -90,7 +89,6 @@ def test_folder_of_clips_keys_each_clip_and_reports_the_bad_one(tmp_path: Path, 
     assert_one_line_error(infer(empty, ckpt_dir), "neither a clip", "nor a folder of clips")
 
 
-@pytest.mark.slow
 def test_input_and_alphahint_video_files(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     clip = tmp_path / "vidclip"
     clip.mkdir()
@@ -158,7 +156,6 @@ def test_chunks_on_two_processes_equal_one_whole_run_byte_for_byte(tmp_path: Pat
 # ------------------------------------------------------------------------------------ settings-aware resume
 
 
-@pytest.mark.slow
 def test_a_settings_change_redoes_the_frames(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "s", ["s_1", "s_2"], SIZE)
     assert_ok(infer(clip, ckpt_dir, "--outputs", "processed"))
@@ -180,7 +177,6 @@ def test_a_settings_change_redoes_the_frames(tmp_path: Path, ckpt_dir: Path) -> 
     assert "nothing to do" in same.stdout
 
 
-@pytest.mark.slow
 def test_an_interrupted_overwrite_is_finished_by_a_plain_rerun(tmp_path: Path, ckpt_dir: Path) -> None:
     names = [f"o_{i}" for i in range(1, 6)]
     clip = make_clip(tmp_path / "o", names, SIZE)
@@ -200,7 +196,6 @@ def test_an_interrupted_overwrite_is_finished_by_a_plain_rerun(tmp_path: Path, c
     assert "nothing to do" in infer(clip, ckpt_dir, "--outputs", "matte").stdout
 
 
-@pytest.mark.slow
 def test_file_type_per_output(tmp_path: Path, ckpt_dir: Path, engine) -> None:
     import OpenEXR
 
