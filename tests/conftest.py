@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,37 @@ def engine(ckpt_dir: Path):
     from corridorkey_engine.engine import load_engine
 
     return load_engine(ckpt_dir, device="cpu", img_size=TINY_IMG_SIZE)
+
+
+def run_main(
+    main: Callable[[list[str]], int], prog: str, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A console script's ``main(argv)`` in this process, as a CompletedProcess (status, stdout, stderr):
+    the real parsing and code without a second interpreter start, and visible to mutation testing.
+
+    ``env`` is set for the call only; the logging set-up the CLI makes is undone afterwards (as a process
+    exit would). Variables a module reads at import, signals and exit-time behaviour need a real process.
+    """
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved_logging = root.handlers[:], root.level
+    saved_env = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as exc:  # argparse's usage errors and --help
+                status = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess([prog, *argv], status or 0, out.getvalue(), err.getvalue())

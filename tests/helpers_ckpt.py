@@ -103,42 +103,14 @@ def run_cli(
     if in_process is None:
         in_process = env is None and "--ray" not in argv
     if in_process:
-        return _run_in_process(argv)
+        from conftest import run_main
+
+        from corridorkey_engine.cli import main
+
+        return run_main(main, "corridorkey", argv, {"CORRIDORKEY_DEVICE": "cpu"})
     exe = Path(sys.executable).with_name("corridorkey")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "corridorkey_engine.cli"]
     full_env = {**os.environ, "CORRIDORKEY_DEVICE": "cpu", **(env or {})}
     return subprocess.run(
         [*cmd, *argv], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
     )
-
-
-def _run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
-    """``main(argv)`` with stdout/stderr captured, ``CORRIDORKEY_DEVICE=cpu``, and the logging set-up the
-    CLI makes undone afterwards (as a process exit would)."""
-    import contextlib
-    import io
-    import logging
-
-    from corridorkey_engine.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    saved_device = os.environ.get("CORRIDORKEY_DEVICE")
-    os.environ["CORRIDORKEY_DEVICE"] = "cpu"
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = main(argv)
-            except SystemExit as exc:  # argparse's usage errors
-                status = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        if saved_device is None:
-            os.environ.pop("CORRIDORKEY_DEVICE", None)
-        else:
-            os.environ["CORRIDORKEY_DEVICE"] = saved_device
-    return subprocess.CompletedProcess(["corridorkey", *argv], status or 0, out.getvalue(), err.getvalue())
-
-

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
+from conftest import assert_same_tensors, run_main, tiny_state_dict, write_pth, write_safetensors
 
 from ckpt_formats import CheckpointFormat, CheckpointLoadError, Registry, hookimpl
 from ckpt_formats.atomic import atomic_write, is_temp_file, sweep_temps, temp_path_for
+from ckpt_formats.cli import main
 from ckpt_formats.convert import ConversionError, convert
 
 
@@ -241,6 +242,10 @@ def test_sweep_removes_only_the_projects_temporaries(tmp_path):
 
 
 def cli(*args, env=None):
+    """``ckpt-formats ARGS`` in this process (:func:`conftest.run_main`), in a subprocess when ``env`` is
+    given (the whole environment of the child)."""
+    if env is None:
+        return run_main(main, "ckpt-formats", [str(a) for a in args])
     return subprocess.run(
         [sys.executable, "-m", "ckpt_formats.cli", *map(str, args)], capture_output=True, text=True, env=env
     )
@@ -257,7 +262,6 @@ def test_cli_list_shows_formats_plugins_and_distributions():
     assert {f["name"]: f["enabled"] for f in data["formats"]}["pickle"] is False
 
 
-@pytest.mark.slow
 def test_cli_resolve_explains_the_winner(tmp_path):
     write_safetensors(tmp_path / "model.safetensors")
     write_pth(tmp_path / "model.pth")
@@ -298,7 +302,6 @@ def test_cli_resolve_ambiguity_advice_names_its_own_flags_and_they_work(tmp_path
     assert "winner: a.safetensors" in cli("resolve", tmp_path, "--exclude", "b.*").stdout
 
 
-@pytest.mark.slow
 def test_cli_inspect(tmp_path):
     write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"k": "v"})
     out = cli("inspect", tmp_path / "m.safetensors", "--json")
@@ -312,7 +315,6 @@ def test_cli_inspect(tmp_path):
     assert "metadata:    k = v" in human and "parameters:  29" in human
 
 
-@pytest.mark.slow
 def test_cli_convert_and_its_errors(tmp_path):
     write_pth(tmp_path / "m.pth", {"model": tiny_state_dict()})
     out = cli("convert", tmp_path / "m.pth", tmp_path / "m.safetensors")

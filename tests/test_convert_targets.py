@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
+from conftest import assert_same_tensors, run_main, tiny_state_dict, write_pth, write_safetensors
 
 from ckpt_formats import CheckpointFormat, Registry, hookimpl, resolve
 from ckpt_formats.atomic import is_temp_file, sweep_temps, temp_path_for, writing_in
+from ckpt_formats.cli import main
 from ckpt_formats.convert import ConversionError, convert, parse_size
 
 
-def cli(*args, timeout=120):
-    command = [sys.executable, "-m", "ckpt_formats.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+def cli(*args):
+    """``ckpt-formats ARGS`` in this process (:func:`conftest.run_main`)."""
+    return run_main(main, "ckpt-formats", [str(a) for a in args])
 
 
 def big_state_dict() -> dict[str, torch.Tensor]:
@@ -39,7 +40,6 @@ def big_state_dict() -> dict[str, torch.Tensor]:
 # -- the target format comes from the output's name -------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_npz_is_a_target_because_its_plugin_can_save(tmp_path, registry):
     src = write_pth(tmp_path / "m.pth", {"model": tiny_state_dict()})
 
@@ -78,7 +78,6 @@ def test_dtype_casts_floating_tensors_only(tmp_path, registry, dtype):
     assert back["head.steps"].dtype == torch.int64 and report.dtype == dtype
 
 
-@pytest.mark.slow
 def test_cli_dtype_changes_the_written_dtypes(tmp_path):
     src = write_pth(tmp_path / "m.pth")
 
@@ -124,7 +123,6 @@ def test_max_shard_size_writes_the_hugging_face_layout_and_resolves_bit_identica
     assert report.target_format == "safetensors-sharded"
 
 
-@pytest.mark.slow
 def test_cli_max_shard_size_and_a_set_that_fits_one_shard(tmp_path):
     src = write_safetensors(tmp_path / "src.safetensors", big_state_dict())
 
