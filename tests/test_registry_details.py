@@ -32,18 +32,26 @@ def test_a_plugin_registered_again_after_unregister_counts_as_the_later_one() ->
     assert [f.plugin for f in registry.all_formats()] == ["second"]
 
 
-@pytest.mark.parametrize("reachable", [True, False], ids=["repo-without-weights", "hub-unreachable"])
-def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, cache, reachable):
+@pytest.mark.parametrize("how", ["repo-without-weights", "hub-unreachable", "no-space"])
+def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, cache, how):
     from safetensors.torch import save_file
 
-    from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, HubSource
+    from ckpt_formats import CheckpointNotFoundError, HubSource
+    from ckpt_formats.errors import CheckpointDownloadError, DownloadNoSpaceError
 
     hub.add_repo("someone/empty", {"README.md": b"no weights here"})
+    hub.add_repo("someone/huge", {"model.safetensors": b"x"})
+    hub.size_override["model.safetensors"] = 7 * 10**18
     write_pth(tmp_path / "model.pth", tiny_state_dict())
     save_file(tiny_state_dict(), str(tmp_path / "model-00001-of-00002.safetensors"))
-    endpoint = hub.url if reachable else f"http://127.0.0.1:{_closed_port()}"
-    source = HubSource("someone/empty", endpoint=endpoint, cache_dir=cache, token=False, progress=False)
-    expected = CheckpointNotFoundError if reachable else CheckpointDownloadError
+    endpoint = f"http://127.0.0.1:{_closed_port()}" if how == "hub-unreachable" else hub.url
+    repo = "someone/huge" if how == "no-space" else "someone/empty"
+    source = HubSource(repo, endpoint=endpoint, cache_dir=cache, token=False, progress=False)
+    expected = {
+        "repo-without-weights": CheckpointNotFoundError,
+        "hub-unreachable": CheckpointDownloadError,
+        "no-space": DownloadNoSpaceError,
+    }[how]
     with pytest.raises(expected) as err:
         Registry().resolve(tmp_path, safe_only=True, hub=source)
     text = str(err.value)

@@ -18,6 +18,7 @@ from ..errors import (
     CheckpointError,
     CheckpointLoadError,
     CheckpointNotFoundError,
+    NoSpaceError,
     PluginError,
 )
 from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
@@ -277,9 +278,7 @@ class Registry:
 
 def _say_what_was_refused(exc: CheckpointError, found: Discovery) -> None:
     """A failed fetch also names the local files that were not taken (a refused pickle, a lone shard): the
-    user otherwise sees only a network error for a folder that holds weights."""
-    if type(exc) not in (CheckpointDownloadError, CheckpointNotFoundError) or len(exc.args) != 1:
-        return
+    user otherwise sees only a network or disk error for a folder that holds weights."""
     notes = []
     if found.refused:
         refused = ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
@@ -288,7 +287,11 @@ def _say_what_was_refused(exc: CheckpointError, found: Discovery) -> None:
         )  # DEPRECATED: remove after .pth sunset (only pickle formats are refused by policy)
     if found.orphans:
         notes.append(f"shards without their index in {found.directory}: {', '.join(found.orphans)}")
-    if notes:
+    if not notes:
+        return
+    if isinstance(exc, NoSpaceError):
+        exc.message = f"{exc.message}; {'; '.join(notes)}"
+    elif len(exc.args) == 1:
         exc.args = (f"{exc.args[0]}; {'; '.join(notes)}",)
 
 
