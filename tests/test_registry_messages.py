@@ -5,15 +5,19 @@ CLI."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 from conftest import tiny_state_dict, write_pth, write_safetensors
+from plugin_testing import fake_distribution
 
 from ckpt_formats import (
     CheckpointContentError,
+    CheckpointError,
     CheckpointFormat,
     CheckpointLoadError,
     CheckpointNotFoundError,
+    Registry,
     hookimpl,
 )
 
@@ -161,3 +165,93 @@ def test_candidate_for_an_index_holds_its_shards(tmp_path, registry):
     )
     single = write_safetensors(tmp_path / "one.safetensors", tiny_state_dict())
     assert registry.candidate_for_file(single)[1].paths == (single,)
+
+
+def test_get_format_of_an_unknown_name_lists_the_registered_ones(registry):
+    with pytest.raises(CheckpointError) as err:
+        registry.get_format("nope")
+    names = ", ".join(f.name for f in registry.all_formats())
+    assert str(err.value) == f"unknown checkpoint format 'nope' (registered: {names})"
+    with pytest.raises(CheckpointError) as err:
+        Registry(load_entry_points=False).get_format("nope")
+    assert str(err.value) == "unknown checkpoint format 'nope' (registered: none)"
+
+
+def test_a_file_name_no_format_matches(tmp_path, registry):
+    globs = "; ".join(f"{f.name}: {', '.join(f.globs)}" for f in registry.all_formats())
+    with pytest.raises(CheckpointNotFoundError) as err:
+        registry.format_for_file(tmp_path / "weights.onnx")
+    expected = f"{tmp_path / 'weights.onnx'}: no registered format matches this file name ({globs})"
+    assert str(err.value) == expected
+    assert "safetensors: *.safetensors; " in globs
+
+
+def test_candidate_for_a_single_file_is_of_its_format(tmp_path, registry):
+    path = write_safetensors(tmp_path / "one.safetensors", tiny_state_dict())
+    fmt, candidate = registry.candidate_for_file(path)
+    assert (fmt.name, candidate.format, candidate.paths) == ("safetensors", "safetensors", (path,))
+
+
+# -- installed plugins: disabled, installed twice, names taken ---------------------------------------------
+
+PLUGIN = """
+from ckpt_formats import CheckpointFormat, hookimpl
+
+@hookimpl
+def ckpt_formats_register_formats(register):
+    register(CheckpointFormat(name={name!r}, priority=1, globs=("*.{name}",), load=lambda c, d: {{}}))
+"""
+
+
+def _install(site, dist, entry, module, fmt=None, source=None):
+    site.mkdir(parents=True, exist_ok=True)
+    fake_distribution(site, dist, entry, module, source or PLUGIN.format(name=fmt or entry))
+
+
+def test_a_disabled_plugin_is_skipped_and_logged_and_the_others_load(monkeypatch, caplog):
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle")
+    with caplog.at_level(logging.INFO, logger="ckpt_formats"):
+        names = [f.name for f in Registry().all_formats()]  # entry points load on first use
+    assert "pickle" not in names and "safetensors" in names and "npz" in names
+    assert "plugin 'pickle' is disabled by CKPT_FORMATS_DISABLE" in [r.getMessage() for r in caplog.records]
+
+
+def test_one_distribution_twice_on_sys_path_is_loaded_once(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _install(site, "twice-formats", "twice", "ckf_twice")
+    _install(tmp_path / "after", "after-formats", "after", "ckf_after")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site), str(site), str(tmp_path / "after")])
+    registry = Registry()
+    assert registry.broken_plugins == []
+    names = [f.name for f in registry.all_formats()]
+    assert names.count("twice") == 1 and "after" in names
+
+
+def test_an_entry_point_name_taken_twice_breaks_the_later_one_only(tmp_path, monkeypatch):
+    _install(tmp_path / "a", "first-formats", "same", "ckf_first", fmt="first")
+    _install(tmp_path / "b", "second-formats", "same", "ckf_second", fmt="second")
+    _install(tmp_path / "c", "third-formats", "same", "ckf_third", fmt="third")
+    _install(tmp_path / "d", "other-formats", "other", "ckf_other")
+    monkeypatch.setattr(sys, "path", [*sys.path, *(str(tmp_path / s) for s in "abcd")])
+    registry = Registry()
+    names = [f.name for f in registry.all_formats()]
+    assert "first" in names and "second" not in names and "third" not in names and "other" in names
+    assert [(b.name, b.distribution, b.error) for b in registry.broken_plugins] == [
+        (
+            "same",
+            dist,
+            "the plugin name 'same' is already taken by distribution first-formats; rename the entry point",
+        )
+        for dist in ("second-formats", "third-formats")
+    ]
+
+
+def test_a_name_taken_by_a_plugin_that_failed_to_import(tmp_path, monkeypatch):
+    _install(tmp_path / "a", "failing-formats", "same", "ckf_failing", source="raise ImportError('no numpy')")
+    _install(tmp_path / "b", "second-formats", "same", "ckf_second_b", fmt="second")
+    monkeypatch.setattr(sys, "path", [*sys.path, *(str(tmp_path / s) for s in "ab")])
+    broken = {b.distribution: b.error for b in Registry().broken_plugins}
+    assert broken == {
+        "failing-formats": "import failed: ImportError: no numpy",
+        "second-formats": "the plugin name 'same' is already taken by distribution ?; rename the entry point",
+    }

@@ -138,22 +138,19 @@ class Plugins:
     def load_entry_points(self) -> None:
         """Import and add every plugin of the ``ckpt_formats`` entry-point group, except disabled ones.
 
-        The builtin plugins come first, so that a third party can never take their format names.
+        The builtin plugins come first, so that a third party can never take their format names. (A
+        distribution found twice on ``sys.path`` is listed once: ``importlib.metadata`` drops duplicates.)
         """
         from importlib.metadata import entry_points
 
         disabled = disabled_from_env()
         found = list(entry_points(group=hookspecs.PROJECT_NAME))
         builtin = [_normalized(ep.dist.name if ep.dist else None) == BUILTIN_DISTRIBUTION for ep in found]
-        seen: set[tuple[str, str | None, str]] = set()
         for _, ep in sorted(zip(builtin, found, strict=True), key=lambda pair: not pair[0]):
             dist = ep.dist.name if ep.dist is not None else None
             if ep.name in disabled:
                 logger.info("plugin %r is disabled by %s", ep.name, DISABLE_ENV)
                 continue
-            if (ep.name, dist, ep.value) in seen:
-                continue  # the same entry point seen twice on sys.path
-            seen.add((ep.name, dist, ep.value))
             if self._pm.has_plugin(ep.name) or ep.name in self.broken:
                 owner = self._distributions.get(ep.name)
                 self._mark_broken(
