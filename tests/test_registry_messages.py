@@ -17,6 +17,7 @@ from ckpt_formats import (
     CheckpointFormat,
     CheckpointLoadError,
     CheckpointNotFoundError,
+    PluginError,
     Registry,
     hookimpl,
 )
@@ -38,10 +39,14 @@ def _failing_discover(directory, matched):
 
 def test_not_found_lists_every_reason_in_order(tmp_path, registry, caplog):
     registry.register(
-        _plugin(CheckpointFormat("grouped", 1, ("*.grp",), lambda c, d: {}, discover=_failing_discover)),
+        _plugin(
+            CheckpointFormat("grouped", 1, ("*.grp",), lambda c, d: {}, discover=_failing_discover),
+            CheckpointFormat("bundled", 2, ("*.bnd",), lambda c, d: {}, discover=_failing_discover),
+        ),
         name="grouping",
     )
-    for name in ("notes.txt", "b.grp", "skip.safetensors", "model-00001-of-00002.safetensors"):
+    shards = ("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors")
+    for name in ("notes.txt", "readme.md", "b.grp", "c.bnd", "skip.safetensors", "skip.pth", *shards):
         (tmp_path / name).write_bytes(b"x")
     write_pth(tmp_path / "old.pth", tiny_state_dict())
     write_pth(tmp_path / "older.pt", tiny_state_dict())
@@ -50,16 +55,19 @@ def test_not_found_lists_every_reason_in_order(tmp_path, registry, caplog):
         registry.resolve(tmp_path, safe_only=True, exclude=["skip*"], select=["*model*", "*.safetensors"])
 
     searched = "; ".join(
-        f"{f.name} ({', '.join(f.globs)})" for f in registry.formats(safe_only=True) if f.name != "grouped"
+        f"{f.name} ({', '.join(f.globs)})"
+        for f in registry.formats(safe_only=True)
+        if f.name not in ("grouped", "bundled")
     )
     assert str(err.value) == (
         f"no checkpoint found in {tmp_path} (searched: {searched}); only names matching '*model*' and "
         "'*.safetensors' were considered; refused by policy (safe-only or CKPT_FORMATS_DISABLE): "
         "old.pth (pickle), older.pt (pickle); convert it with `ckpt-formats convert SRC DST.safetensors` in "
-        "a trusted environment; left out because their plugin failed: grouped (see the warnings); shards "
-        "without their index (an interrupted set): model-00001-of-00002.safetensors; fetch or copy the whole "
-        "set again, index included; excluded by pattern: skip.safetensors; present but matching no format: "
-        "notes.txt; place a checkpoint there or configure a hub source"
+        "a trusted environment; left out because their plugin failed: bundled, grouped (see the warnings); "
+        "shards without their index (an interrupted set): model-00001-of-00003.safetensors, "
+        "model-00002-of-00003.safetensors; fetch or copy the whole set again, index included; excluded by "
+        "pattern: skip.pth, skip.safetensors; present but matching no format: notes.txt, readme.md; place a "
+        "checkpoint there or configure a hub source"
     )
 
 
@@ -255,3 +263,15 @@ def test_a_name_taken_by_a_plugin_that_failed_to_import(tmp_path, monkeypatch):
         "failing-formats": "import failed: ImportError: no numpy",
         "second-formats": "the plugin name 'same' is already taken by distribution ?; rename the entry point",
     }
+
+
+def test_unregistering_a_name_that_is_not_registered_is_an_error(registry):
+    with pytest.raises(PluginError) as err:
+        registry.unregister("safetensor")
+    head, _, listed = str(err.value).partition(" (registered: ")
+    assert head == "no plugin 'safetensor' is registered"
+    assert sorted(listed.rstrip(")").split(", ")) == sorted({f.plugin for f in registry.all_formats()})
+    assert registry.get_format("safetensors").plugin == "safetensors"  # nothing was removed
+    with pytest.raises(PluginError) as err:
+        Registry(load_entry_points=False).unregister("safetensor")
+    assert str(err.value) == "no plugin 'safetensor' is registered (registered: none)"

@@ -71,7 +71,11 @@ class Registry:
         return name
 
     def unregister(self, name: str) -> None:
-        """Remove the plugin registered as ``name`` and its formats."""
+        """Remove the plugin registered as ``name`` and its formats.
+
+        Raises:
+            PluginError: no plugin of that name is registered.
+        """
         self._ensure_loaded().remove(name)
 
     @property

@@ -212,9 +212,16 @@ class Plugins:
             ) from exc
 
     def remove(self, name: str) -> None:
-        """Unregister the plugin called ``name`` and forget its formats."""
+        """Unregister the plugin called ``name`` and forget its formats.
+
+        Raises:
+            PluginError: no plugin of that name is registered (the message lists the registered ones).
+        """
+        if not self._pm.has_plugin(name):
+            known = ", ".join(self._distributions) or "none"
+            raise PluginError(f"no plugin {name!r} is registered (registered: {known})")
         self._pm.unregister(name=name)
-        self._distributions.pop(name, None)
+        del self._distributions[name]
         self.collect()
 
     def collect(self) -> None:
