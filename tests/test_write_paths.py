@@ -392,3 +392,25 @@ def test_an_index_without_its_shards_is_not_already_fetched(hub, cache: Path, tm
     before = len(hub.requests)  # now it is fetched: nothing is asked for again
     assert fetch(hub_source(hub, cache), target, sharded_formats()) == placed
     assert len(hub.requests) == before
+
+
+def test_a_manifest_write_failing_midway_keeps_the_previous_manifest_whole(tmp_path: Path) -> None:
+    import errno
+
+    from corridorkey_engine.clips.manifest import MANIFEST_NAME, read_manifest, record_run
+
+    out = tmp_path / "shot"
+    out.mkdir()
+    record_run(out, {"matte": {"img_size": 64, "despill": 0.5}}, {"program": "first run"})
+    before = (out / MANIFEST_NAME).read_bytes()
+    changed = {"matte": {"img_size": 64, "despill": 0.25, "note": "x" * 4000}}  # a longer manifest
+
+    with file_size_limit(len(before) + 100), pytest.raises(OSError) as err:
+        record_run(out, changed, {"program": "second run"})
+
+    assert err.value.errno == errno.EFBIG
+    assert (out / MANIFEST_NAME).read_bytes() == before  # the old one, whole
+    assert read_manifest(out)["about"] == {"program": "first run"}
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]  # no temporary, no probe left
+    record_run(out, changed, {"program": "second run"})  # the same write, with room, succeeds
+    assert read_manifest(out)["outputs"]["matte"]["settings"] == changed["matte"]
