@@ -43,7 +43,9 @@ def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, c
     hub.add_repo("someone/huge", {"model.safetensors": b"x"})
     hub.size_override["model.safetensors"] = 7 * 10**18
     write_pth(tmp_path / "model.pth", tiny_state_dict())
-    save_file(tiny_state_dict(), str(tmp_path / "model-00001-of-00002.safetensors"))
+    write_pth(tmp_path / "model.pt", tiny_state_dict())
+    for i in (1, 2):
+        save_file(tiny_state_dict(), str(tmp_path / f"model-0000{i}-of-00003.safetensors"))
     endpoint = f"http://127.0.0.1:{_closed_port()}" if how == "hub-unreachable" else hub.url
     repo = "someone/huge" if how == "no-space" else "someone/empty"
     source = HubSource(repo, endpoint=endpoint, cache_dir=cache, token=False, progress=False)
@@ -56,8 +58,9 @@ def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, c
         Registry().resolve(tmp_path, safe_only=True, hub=source)
     text = str(err.value)
     assert text.endswith(
-        f"; found in {tmp_path} but refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pth (pickle)"
-        f"; shards without their index in {tmp_path}: model-00001-of-00002.safetensors"
+        f"; found in {tmp_path} but refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pt (pickle), "
+        f"model.pth (pickle); shards without their index in {tmp_path}: model-00001-of-00003.safetensors, "
+        "model-00002-of-00003.safetensors"
     ), text
     assert "\n" not in text
 

@@ -443,3 +443,27 @@ def test_the_winner_left_out_for_its_content_check_is_reported_word_for_word(tmp
     found.leave_out(fmt, error)
     assert found.faulty == {"hostile": "format 'hostile' left out of the choice: the plugin's words"}
     assert "hostile" not in found.candidates and found.winner.name == "safetensors"
+
+
+def test_a_guarded_format_registered_again_under_another_name_is_guarded_once(tmp_path, hostile):
+    from dataclasses import replace
+
+    registry = hostile("load")
+    alias = replace(registry.get_format("hostile"), name="alias", globs=("*.alias",), priority=600)
+
+    class Aliases:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register(alias)
+
+    registry.register(Aliases(), name="alias-plugin")
+    path = tmp_path / "x.alias"
+    path.write_bytes(b"HOSTILE")
+    with pytest.raises(PluginLoadError) as err:
+        registry.resolve(tmp_path)
+    assert str(err.value) == (
+        f"{path}: plugin 'alias-plugin' (format 'alias') failed in load: raised RuntimeError: boom in load."
+        + LOAD_ADVICE
+    )
+    assert err.value.__cause__.__class__ is RuntimeError  # one guard: the plugin's own error beneath
+    registry.unregister("alias-plugin")

@@ -275,3 +275,18 @@ def test_unregistering_a_name_that_is_not_registered_is_an_error(registry):
     with pytest.raises(PluginError) as err:
         Registry(load_entry_points=False).unregister("safetensor")
     assert str(err.value) == "no plugin 'safetensor' is registered (registered: none)"
+
+
+def test_register_refuses_what_is_not_a_format_and_a_name_taken(registry):
+    class Declares:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register({"name": "dict"})
+
+    with pytest.raises(PluginError) as err:
+        registry.register(Declares(), name="declares-a-dict")
+    assert str(err.value) == "plugin 'declares-a-dict': register() takes a CheckpointFormat, got dict"
+    registry.register(_plugin(), name="first")
+    with pytest.raises(PluginError) as err:
+        registry.register(_plugin(), name="first")  # another object, the same name
+    assert str(err.value) == "plugin 'first' is already registered"
