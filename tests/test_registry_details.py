@@ -58,9 +58,9 @@ def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, c
         Registry().resolve(tmp_path, safe_only=True, hub=source)
     text = str(err.value)
     assert text.endswith(
-        f"; found in {tmp_path} but refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pt (pickle), "
-        f"model.pth (pickle); shards without their index in {tmp_path}: model-00001-of-00003.safetensors, "
-        "model-00002-of-00003.safetensors"
+        f"; found in {tmp_path} but refused by policy (safe-only or CKPT_FORMATS_DISABLE): model.pt "
+        f"(pickle), model.pth (pickle); shards without their index in {tmp_path}: "
+        "model-00001-of-00003.safetensors, model-00002-of-00003.safetensors"
     ), text
     assert "\n" not in text
 
