@@ -290,3 +290,32 @@ def test_register_refuses_what_is_not_a_format_and_a_name_taken(registry):
     with pytest.raises(PluginError) as err:
         registry.register(_plugin(), name="first")  # another object, the same name
     assert str(err.value) == "plugin 'first' is already registered"
+
+
+def test_a_format_declared_loosely_is_normalised(tmp_path, registry):
+    loose = CheckpointFormat(
+        "loose", 1, "*.loose", lambda c, d: {}, exclude_globs="skip*", hub_filenames="model.loose",
+        executes_code=1,
+    )  # fmt: skip
+    registry.register(_plugin(loose), name="loose-plugin")
+    fmt = registry.get_format("loose")
+    assert (fmt.globs, fmt.exclude_globs, fmt.hub_filenames) == (("*.loose",), ("skip*",), ("model.loose",))
+    assert fmt.executes_code is True
+    for name in ("a.loose", "skip.loose", "s.loose"):
+        (tmp_path / name).write_bytes(b"")
+    assert [c.path.name for c in registry.discover(tmp_path).candidates["loose"]] == ["a.loose", "s.loose"]
+
+
+def test_several_exclude_globs_each_exclude(tmp_path, registry):
+    fmt = CheckpointFormat("multi", 1, ("*.multi",), lambda c, d: {}, exclude_globs=("a*", "b*"))
+    registry.register(_plugin(fmt), name="multi-plugin")
+    for name in ("a.multi", "b.multi", "c.multi"):
+        (tmp_path / name).write_bytes(b"")
+    assert [c.path.name for c in registry.discover(tmp_path).candidates["multi"]] == ["c.multi"]
+
+
+@pytest.mark.parametrize("name", ["", "  ", None])
+def test_a_format_without_a_name_is_refused(registry, name):
+    with pytest.raises(PluginError) as err:
+        registry.register(_plugin(CheckpointFormat(name, 1, ("*.x",), lambda c, d: {})), name="nameless")
+    assert str(err.value) == "plugin 'nameless': a format needs a non-empty string name"
