@@ -217,11 +217,13 @@ def _install(site, dist, entry, module, fmt=None, source=None):
 
 
 def test_a_disabled_plugin_is_skipped_and_logged_and_the_others_load(monkeypatch, caplog):
-    monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle")
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle, npz")
     with caplog.at_level(logging.INFO, logger="ckpt_formats"):
         names = [f.name for f in Registry().all_formats()]  # entry points load on first use
-    assert "pickle" not in names and "safetensors" in names and "npz" in names
-    assert "plugin 'pickle' is disabled by CKPT_FORMATS_DISABLE" in [r.getMessage() for r in caplog.records]
+    assert names == ["safetensors-sharded", "safetensors"]
+    logged = [r.getMessage() for r in caplog.records]
+    assert "plugin 'pickle' is disabled by CKPT_FORMATS_DISABLE" in logged
+    assert "plugin 'npz' is disabled by CKPT_FORMATS_DISABLE" in logged
 
 
 def test_one_distribution_twice_on_sys_path_is_loaded_once(tmp_path, monkeypatch):
@@ -319,3 +321,58 @@ def test_a_format_without_a_name_is_refused(registry, name):
     with pytest.raises(PluginError) as err:
         registry.register(_plugin(CheckpointFormat(name, 1, ("*.x",), lambda c, d: {})), name="nameless")
     assert str(err.value) == "plugin 'nameless': a format needs a non-empty string name"
+
+
+# -- a format used without the registrar (no guard): load_checked still contains it -------------------------
+
+
+def _raw(load) -> CheckpointFormat:
+    return CheckpointFormat("raw", 1, ("*.raw",), load)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ValueError("bad\nmore"), "plugin '' (format 'raw') failed in load: raised ValueError: bad."),
+        (SystemExit(3), "plugin '' (format 'raw') failed in load: called sys.exit(3)."),
+        (PermissionError(13, "Permission denied"), "cannot read it (Permission denied; errno 13)"),
+    ],
+)
+def test_an_unguarded_loader_failing(tmp_path, registry, error, expected):
+    from ckpt_formats import Candidate
+
+    def load(candidate, device):
+        raise error
+
+    path = tmp_path / "m.raw"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointLoadError) as err:
+        registry.load(_raw(load), Candidate("raw", path), "cpu")
+    assert str(err.value).startswith(f"{path}: {expected}")
+
+
+def test_loader_warnings_are_logged_with_their_category(tmp_path, registry, caplog):
+    import warnings
+
+    from ckpt_formats import Candidate
+
+    def load(candidate, device):
+        warnings.warn("old layout", DeprecationWarning, stacklevel=1)
+        return {}
+
+    path = tmp_path / "m.raw"
+    path.write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="ckpt_formats"):
+        registry.load(_raw(load), Candidate("raw", path), "cpu")
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [f"{path}: DeprecationWarning from the raw loader: old layout"]
+
+
+def test_a_loader_returning_no_mapping(tmp_path, registry):
+    from ckpt_formats import Candidate
+
+    path = tmp_path / "m.raw"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointLoadError) as err:
+        registry.load(_raw(lambda c, d: [1, 2]), Candidate("raw", path), "cpu")
+    assert str(err.value) == f"{path}: the raw loader returned list, not a mapping of tensors (plugin '')"
