@@ -376,3 +376,38 @@ def test_a_loader_returning_no_mapping(tmp_path, registry):
     with pytest.raises(CheckpointLoadError) as err:
         registry.load(_raw(lambda c, d: [1, 2]), Candidate("raw", path), "cpu")
     assert str(err.value) == f"{path}: the raw loader returned list, not a mapping of tensors (plugin '')"
+
+
+def test_a_git_lfs_pointer_and_content_matching_no_format(tmp_path, registry):
+    lfs = tmp_path / "lfs"
+    lfs.mkdir()
+    (lfs / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 12345\n"
+    )
+    with pytest.raises(CheckpointContentError) as err:
+        registry.resolve(lfs)
+    assert str(err.value) == (
+        f"{lfs / 'model.safetensors'} is a Git LFS pointer file, not the weights: run `git lfs pull` in its "
+        "repository or download the real file"
+    )
+    (tmp_path / "x.safetensors").write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(CheckpointContentError) as err:
+        registry.resolve(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'x.safetensors'} is named like a safetensors file but its content is not a recognised "
+        "checkpoint format. It was not loaded: rename it to the right extension, or re-download/re-export it"
+    )
+
+
+def test_a_backend_torch_has_but_this_machine_lacks(tmp_path, registry):
+    import torch
+
+    if not hasattr(torch, "xpu") or torch.xpu.is_available():
+        pytest.skip("needs a torch with an xpu module and no XPU")
+    write_safetensors(tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointLoadError) as err:
+        registry.resolve(tmp_path, device="xpu")
+    assert str(err.value) == (
+        f"{tmp_path / 'model.safetensors'}: not loaded onto xpu: xpu is not available in this torch build or "
+        "on this machine. Choose another device (device='cpu'; command line: --device cpu)"
+    )

@@ -29,9 +29,11 @@ huggingface_hub is imported inside the functions: ``import ckpt_formats.hub`` st
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -69,7 +71,8 @@ def fetch(
         formats: the allowed formats, highest priority first (the safety policy already applied).
         force: download even when ``directory`` already holds a checkpoint of one of ``formats``.
         exclude, select: the discovery filters of the caller (:meth:`Registry.resolve`): a checkpoint they
-            leave out (another model's file in a shared folder) does not count as already there.
+            leave out (another model's file in a shared folder) does not count as already there, and a
+            remote file they leave out is not downloaded.
 
     Returns:
         The paths placed (or, without ``force``, already there): the primary file first, then its companions.
@@ -83,7 +86,14 @@ def fetch(
     from ._session import Absent, Session
 
     directory = Path(directory)
-    plan = [(fmt, name) for fmt in formats for name in source.files_for(fmt)]
+    every = [(fmt, name) for fmt in formats for name in source.files_for(fmt)]
+    plan = [(fmt, name) for fmt, name in every if _wanted(posixpath.basename(name), exclude, select)]
+    if every and not plan:
+        names = ", ".join(name for _, name in every)
+        raise CheckpointNotFoundError(
+            f"nothing to fetch from {source.repo_url}: every file name asked for ({names}) is left out by "
+            f"exclude={list(exclude)} or select={select!r}"
+        )
     if not plan:
         allowed = ", ".join(f.name for f in formats) or "none"
         raise CheckpointNotFoundError(
@@ -153,6 +163,15 @@ def present(
     if not all(p.is_file() for p in candidate.paths):
         return None  # an index whose shards are not all there (a crash, a partial copy): fetch the set again
     return list(candidate.paths)
+
+
+def _wanted(name: str, exclude: Sequence[str], select: str | Sequence[str] | None) -> bool:
+    """Whether discovery, filtered as the caller filters it, would consider a file called ``name``."""
+    from ..registry._discovery import select_globs
+
+    if any(fnmatch.fnmatchcase(name, glob) for glob in exclude):
+        return False
+    return all(fnmatch.fnmatchcase(name, glob) for glob in select_globs(select))
 
 
 def lock_path(source: HubSource, directory: str | os.PathLike[str]) -> Path:
