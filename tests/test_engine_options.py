@@ -109,7 +109,6 @@ def test_one_error_tree() -> None:
             raise_it()
 
 
-@pytest.mark.slow
 def test_cli_builds_the_same_values_and_reports_a_bad_hub_in_one_line(tmp_path: Path) -> None:
     from helpers_ckpt import run_cli
 

@@ -95,7 +95,6 @@ def test_no_lock_or_other_file_in_the_folder_after_success_or_failure(hub, cache
     assert not (tmp_path / "new").exists()  # a folder made for the fetch goes again
 
 
-@pytest.mark.slow
 def test_a_stalled_download_fails_after_the_stall_timeout_and_places_nothing(hub, cache, tmp_path):
     hub.add_repo(REPO, {ST: BIG})
     hub.stall_after[ST] = 1000  # then silence until the test ends
@@ -113,7 +112,6 @@ def test_a_stalled_download_fails_after_the_stall_timeout_and_places_nothing(hub
     assert [r for r in hub.seen() if r[1] == "GET"] == [("cdn", "GET", ST)]  # given up, not retried
 
 
-@pytest.mark.slow
 def test_a_trickling_download_fails_at_its_deadline_and_places_nothing(hub, cache, tmp_path):
     hub.add_repo(REPO, {ST: BIG})
     hub.trickle[ST] = (500, 0.1)  # 5 KB/s: 40 s for the file; never silent for a whole second
@@ -141,7 +139,6 @@ def test_a_slow_download_within_its_limits_succeeds(hub, cache, tmp_path):
     assert placed[0].read_bytes() == data
 
 
-@pytest.mark.slow
 def test_cli_stall_timeout_is_a_one_line_error(hub, tmp_path):
     hub.add_repo(REPO, {ST: BIG})
     hub.stall_after[ST] = 10

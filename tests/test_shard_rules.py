@@ -74,7 +74,6 @@ def test_the_cli_prints_one_line_not_a_traceback(tmp_path, weight_map):
         assert out.stderr.startswith(f"ckpt-formats: error: {index}: not a valid sharded checkpoint index")
 
 
-@pytest.mark.slow
 def test_corridorkey_infer_reports_a_bad_index_in_one_line(tmp_path):
     from helpers_ckpt import make_clip, run_cli
 
