@@ -1,0 +1,155 @@
+"""The hub fetch's words and small rules, exactly: sizes, reasons, the disk-space and download errors, a
+resumed download's warning, the bar a caller forces, a sharded set's companions in a folder of the repo."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+
+import httpx2 as httpx  # the HTTP client huggingface_hub 2 uses
+import pytest
+import torch
+from hub_testing import REPO, ST, safetensors_bytes, source
+from huggingface_hub import errors as hf_errors
+
+from ckpt_formats import CheckpointDownloadError, HubSource, get_registry
+from ckpt_formats.errors import DownloadNoSpaceError
+from ckpt_formats.hub import fetch
+from ckpt_formats.hub._errors import human, no_space_error, reason
+from ckpt_formats.hub._placement import digest_from_blob
+
+BIG = safetensors_bytes(state_dict={"w": torch.arange(50_000, dtype=torch.float32)})  # 200 KB
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (None, "unknown size"),
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 KB"),
+        (2_500_000, "2.5 MB"),
+        (3_210_000_000, "3.2 GB"),
+        (4 * 10**12, "4.0 TB"),
+        (5 * 10**15, "5.0 PB"),
+        (7 * 10**18, "7000.0 PB"),
+    ],
+)
+def test_human_sizes(size, text):
+    assert human(size) == text
+
+
+def _response_error(status: int) -> hf_errors.HfHubHTTPError:
+    request = httpx.Request("GET", "http://127.0.0.1/x")
+    return hf_errors.HfHubHTTPError("refused", response=httpx.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    ("exc", "why"),
+    [
+        (None, "unknown error"),
+        (httpx.RemoteProtocolError("peer closed"), "the connection was dropped (peer closed)"),
+        (httpx.ConnectError("refused"), "could not connect (ConnectError: refused)"),
+        (httpx.ReadTimeout("slow"), "no answer within 2.5 s (ReadTimeout)"),
+        (_response_error(401), "the Hub answered HTTP 401 (access denied: check the token)"),
+        (_response_error(403), "the Hub answered HTTP 403 (access denied: check the token)"),
+        (_response_error(500), "the Hub answered HTTP 500"),
+        (ValueError("first line\nsecond"), "ValueError: first line"),
+        (ValueError("  "), "ValueError"),
+    ],
+)
+def test_reasons(exc, why):
+    assert reason(exc, 2.5) == why
+
+
+def test_the_disk_space_error_names_size_place_free_space_and_cause(tmp_path):
+    cache = tmp_path / "cache"
+    full = OSError(errno.ENOSPC, "No space left on device")
+    err = no_space_error("http://hub/r", cache, "f.safetensors", None, tmp_path, full, free=5)
+    assert isinstance(err, DownloadNoSpaceError) and err.errno == errno.ENOSPC
+    assert err.filename == str(tmp_path)
+    assert str(err) == (
+        f"not enough disk space for f.safetensors from http://hub/r: it needs an unknown size in {tmp_path}, "
+        "which has 5 B free (No space left on device). Free some space (the file also goes through the "
+        f"Hugging Face cache {cache}) and retry"
+    )
+    sized = no_space_error("http://hub/r", cache, "f.safetensors", 2000, tmp_path, None, free=1000)
+    assert str(sized).startswith(
+        "not enough disk space for f.safetensors from http://hub/r: it needs 2.0 KB (2000 bytes, size from "
+        f"the Hub) in {tmp_path}, which has 1.0 KB free. Free"
+    )
+
+
+def test_a_download_error_word_for_word(hub, cache, tmp_path):
+    hub.add_repo(REPO, {ST: BIG})
+    hub.status = 503
+    with pytest.raises(CheckpointDownloadError) as err:
+        fetch(source(hub, cache), tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
+    assert str(err.value) == (
+        f"could not download {ST} from {hub.url}/{REPO} (revision main): the Hub answered HTTP 503. Check "
+        "the network connection (and HF_ENDPOINT, the token, the repository id and revision) and retry; no "
+        "other file was tried"
+    )
+
+
+def test_a_dropped_body_is_resumed_where_it_stopped_with_a_warning(hub, cache, tmp_path, caplog):
+    hub.add_repo(REPO, {ST: BIG})
+    hub.drop_once[ST] = 100_000  # past the client's first chunk: it resumes with a range request
+    with caplog.at_level(logging.WARNING, logger="ckpt_formats.hub"):
+        fetch(source(hub, cache), tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
+    assert (tmp_path / "ckpt" / ST).read_bytes() == BIG
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{ST}: RemoteProtocolError: peer closed connection without sending complete message body (received "
+        f"100000 bytes, expected {len(BIG)}); resuming at byte 100000"
+    ]
+    gets = [r for r in hub.requests if r.method == "GET" and r.server == "cdn"]
+    assert len(gets) == 2 and "range" not in gets[0].headers
+    assert gets[1].headers["range"] == "bytes=100000-"
+
+
+def test_a_bar_asked_for_is_shown_even_off_a_terminal(hub, cache, tmp_path, capsys):
+    hub.add_repo(REPO, {ST: BIG})
+    forced = HubSource(REPO, endpoint=hub.url, cache_dir=cache, token=False, progress=True, filenames={
+        "safetensors": [ST]})  # fmt: skip
+    fetch(forced, tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
+    err = capsys.readouterr().err
+    assert "100%|" in err and ST in err and "B/s" in err
+
+
+def test_the_shards_of_an_index_in_a_folder_of_the_repo(hub, cache, tmp_path):
+    from safetensors.torch import save
+
+    halves = [{"a": torch.ones(2)}, {"b": torch.zeros(3)}]
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    files = {f"sub/{n}": save(h) for n, h in zip(names, halves, strict=True)}
+    weight_map = {"a": names[0], "b": names[1]}
+    files["sub/model.safetensors.index.json"] = json.dumps({"weight_map": weight_map}).encode()
+    hub.add_repo("someone/nested", files)
+    nested = HubSource("someone/nested", endpoint=hub.url, cache_dir=cache, token=False, progress=False,
+                       filenames={"safetensors-sharded": ["sub/model.safetensors.index.json"]})  # fmt: skip
+    placed = fetch(nested, tmp_path / "ckpt", get_registry().formats(names=["safetensors-sharded"]))
+    assert [p.name for p in placed] == ["model.safetensors.index.json", *names]
+
+    del files["sub/" + names[1]]
+    hub.add_repo("someone/nested", files)
+    with pytest.raises(CheckpointDownloadError) as err:
+        fetch(nested, tmp_path / "other", get_registry().formats(names=["safetensors-sharded"]))
+    assert str(err.value).startswith(
+        f"could not download sub/{names[1]} from {hub.url}/someone/nested (revision main): "
+        "sub/model.safetensors.index.json lists it but the repository has no such file."
+    )
+
+
+def test_a_blob_name_that_is_no_digest_is_not_taken_for_one(tmp_path):
+    blob = tmp_path / "blobs" / "not-a-digest"
+    blob.parent.mkdir()
+    blob.write_bytes(b"x")
+    (tmp_path / "link").symlink_to(blob)
+    assert digest_from_blob(tmp_path / "link") is None
+    real = tmp_path / "blobs" / ("ab" * 32)
+    real.write_bytes(b"x")
+    assert digest_from_blob(real) == "ab" * 32
+
+
