@@ -166,6 +166,11 @@ def test_cli_rejects_bad_timeouts(value, capsys):
 def test_sources_refuse_non_positive_limits():
     from ckpt_formats.hub import HubSource
 
-    for kwargs in ({"stall_timeout": 0}, {"deadline": -1}, {"timeout": 0}):
-        with pytest.raises(ValueError, match="positive number of seconds"):
+    for kwargs, text in (
+        ({"stall_timeout": 0}, "stall_timeout must be a positive number of seconds, got 0"),
+        ({"deadline": -1}, "deadline must be a positive number of seconds or None, got -1"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, got 0"),
+    ):
+        with pytest.raises(ValueError) as err:
             HubSource(REPO, filenames=CK_NAMES, **kwargs)
+        assert str(err.value) == text

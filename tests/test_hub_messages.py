@@ -153,3 +153,47 @@ def test_a_blob_name_that_is_no_digest_is_not_taken_for_one(tmp_path):
     assert digest_from_blob(real) == "ab" * 32
 
 
+
+
+def test_what_a_fetch_logs(hub, cache, tmp_path, caplog, monkeypatch):
+    hub.add_repo(REPO, {ST: BIG})
+    formats = get_registry().formats(names=["safetensors-sharded", "safetensors"])
+    target = tmp_path / "ckpt"
+    names = {"safetensors-sharded": ["model.safetensors.index.json"], "safetensors": [ST]}
+    hf = source(hub, cache, filenames=names)
+    with caplog.at_level(logging.INFO, logger="ckpt_formats.hub"):
+        fetch(hf, target, formats)
+        fetch(hf, target, formats)
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+        fetch(hf, tmp_path / "again", formats)
+    logged = [r.getMessage() for r in caplog.records]
+    commit = hub.repos[REPO].commit
+    assert f"{hub.url}/{REPO} has no model.safetensors.index.json at revision main" in logged
+    assert f"{ST} already present in {target}; nothing downloaded" in logged
+    cached = next(m for m in logged if m.startswith(f"using {ST} from the Hugging Face cache ("))
+    assert commit in cached and not any("not verified" in m for m in logged)  # the blob's name is its digest
+
+
+def test_nothing_to_fetch_lists_the_formats_without_hub_names(tmp_path):
+    from ckpt_formats import CheckpointFormat, CheckpointNotFoundError
+
+    plain = [CheckpointFormat(n, 1, (f"*.{n}",), lambda c, d: {}) for n in ("first", "second")]
+    with pytest.raises(CheckpointNotFoundError) as err:
+        fetch(HubSource("someone/x", filenames={}), tmp_path / "ckpt", plain)
+    assert str(err.value) == (
+        "nothing to fetch from https://huggingface.co/someone/x: none of the allowed formats (first, second) "
+        "has hub file names; pass them with HubSource(filenames={FORMAT: [NAME]}) (command line: "
+        "--filename FMT=NAME)"
+    )
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_lock_for_a_folder_whose_name_is_not_utf8(tmp_path):
+    from ckpt_formats.hub import lock_path
+
+    odd = tmp_path / b"ckpt-\xff".decode("utf-8", "surrogateescape")
+    hf = HubSource("someone/x", cache_dir=tmp_path / "cache")
+    assert lock_path(hf, odd).parent == lock_path(hf, tmp_path / "plain").parent
+    assert lock_path(hf, odd) != lock_path(hf, tmp_path / "plain")
