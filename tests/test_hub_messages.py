@@ -197,3 +197,58 @@ def test_a_lock_for_a_folder_whose_name_is_not_utf8(tmp_path):
     hf = HubSource("someone/x", cache_dir=tmp_path / "cache")
     assert lock_path(hf, odd).parent == lock_path(hf, tmp_path / "plain").parent
     assert lock_path(hf, odd) != lock_path(hf, tmp_path / "plain")
+
+
+def test_inspect_remote_a_named_file_in_a_folder(hub, tmp_path, caplog):
+    from safetensors.torch import save
+
+    from ckpt_formats.hub import inspect_remote
+
+    data = save({"w": torch.ones(4, 4), "b": torch.zeros(4, dtype=torch.float16)}, metadata={"k": "v"})
+    hub.add_repo("someone/x", {"weights/model.safetensors": data})
+    info = inspect_remote("someone/x", filename="weights/model.safetensors", endpoint=hub.url, token=False)
+    assert (info.path, info.format, info.tensors, info.parameters) == (
+        "someone/x/weights/model.safetensors@main", "safetensors", 2, 20
+    )  # fmt: skip
+    assert info.metadata == {"k": "v"} and info.dtypes == {"float32": 1, "float16": 1}
+    assert hub.served == {"weights/model.safetensors": 8 + int.from_bytes(data[:8], "little")}
+
+    with caplog.at_level(logging.INFO, logger="ckpt_formats.hub"), pytest.raises(Exception) as err:
+        inspect_remote("someone/x", filename="weights/other.safetensors", endpoint=hub.url, token=False)
+    assert type(err.value).__name__ == "CheckpointNotFoundError"
+    expected = f"{hub.url}/someone/x (revision main) has none of: weights/other.safetensors"
+    assert str(err.value).startswith(expected)
+    assert f"{hub.url}/someone/x has no weights/other.safetensors at revision main" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+def test_inspect_remote_a_sharded_set_in_a_folder(hub):
+    from safetensors.torch import save
+
+    from ckpt_formats.hub import inspect_remote
+
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    files = {
+        f"sub/{names[0]}": save({"a": torch.ones(3)}, metadata={"from": "first shard"}),
+        f"sub/{names[1]}": save({"b": torch.ones(2, 2)}),
+        "sub/model.safetensors.index.json": json.dumps(
+            {"metadata": {"total_size": 28}, "weight_map": {"a": names[0], "b": names[1]}}
+        ).encode(),
+    }
+    hub.add_repo("someone/sharded", files)
+    info = inspect_remote(
+        "someone/sharded", filename="sub/model.safetensors.index.json", endpoint=hub.url, token=False
+    )
+    assert (info.format, info.tensors, info.parameters) == ("safetensors-sharded", 2, 7)
+    assert info.metadata == {"from": "first shard", "total_size": "28"}
+
+    del files[f"sub/{names[1]}"]
+    hub.add_repo("someone/sharded", files)
+    with pytest.raises(Exception) as err:
+        inspect_remote("someone/sharded", filename="sub/model.safetensors.index.json", endpoint=hub.url,
+                       token=False)  # fmt: skip
+    assert str(err.value).startswith(
+        f"someone/sharded/sub/{names[1]}@main: sub/model.safetensors.index.json lists this shard but the "
+        "repository has no such file"
+    )
