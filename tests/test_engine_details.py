@@ -1,0 +1,100 @@
+"""Engine details written against surviving mutants: the preview checkerboard, the chroma hint's ramp, the
+post-processing options' limits, the frame upload's dtypes and refusals, the mismatch message."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from helpers_ckpt import tiny_config, write_tiny_checkpoint
+
+from corridorkey_engine.keying.chroma import chroma_hint
+from corridorkey_engine.keying.color import CHECKER_COLOURS, checkerboard
+from corridorkey_engine.keying.frames import PostProcessOptions, to_batch
+
+
+def test_the_checkerboard_has_squares_of_the_size_asked_dark_first():
+    board = checkerboard(5, 7, size=2)[0, 0]
+    dark, light = CHECKER_COLOURS
+    rows, cols = np.indices((5, 7))
+    expected = np.where((rows // 2 + cols // 2) % 2 == 1, light, dark).astype(np.float32)
+    assert board.dtype == torch.float32 and tuple(board.shape) == (5, 7)
+    np.testing.assert_array_equal(board.numpy(), expected)
+    assert board[0, 0] == dark and board[0, 2] == light and board[2, 2] == dark
+
+
+def test_the_chroma_hint_ramps_from_no_excess_to_half_the_typical_excess():
+    excess = np.linspace(0.0, 1.0, 101, dtype=np.float32)  # screen-channel excess, one pixel each
+    image = np.zeros((1, 101, 3), np.float32)
+    image[0, :, 1] = excess  # green over black: the excess is the green value itself
+    hint = chroma_hint(image, "green", softness=0.5, blur=0)
+    typical = np.percentile(excess, 95)  # 0.95
+    expected = 1.0 - np.clip(excess / (0.5 * typical), 0.0, 1.0)
+    assert hint.dtype == np.float32 and hint.shape == (1, 101)
+    np.testing.assert_allclose(hint[0], expected, atol=1e-6)
+    assert hint[0, 0] == 1.0 and hint[0, 48] == 0.0 and 0.0 < hint[0, 47] < 0.02
+
+
+def test_a_frame_without_a_screen_gets_an_all_foreground_hint(caplog):
+    grey = np.full((4, 5, 3), 0.5, np.float32)
+    with caplog.at_level(logging.WARNING):
+        hint = chroma_hint(grey, "blue")
+    assert hint.dtype == np.float32 and hint.shape == (4, 5) and (hint == 1.0).all()
+    assert [r.getMessage() for r in caplog.records] == [
+        "chroma hint: no blue screen visible in the frame; using an all-foreground hint"
+    ]
+
+
+def test_post_processing_limits():
+    assert PostProcessOptions(despeckle_size=0).despeckle_size == 0  # 0: no island is small enough
+    assert PostProcessOptions(checker_size=1).checker_size == 1
+    with pytest.raises(ValueError, match=r"^despeckle_size must be >= 0, got -1$"):
+        PostProcessOptions(despeckle_size=-1)
+    with pytest.raises(ValueError, match=r"^checker_size must be a positive whole number of pixels or None"):
+        PostProcessOptions(checker_size=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8])
+def test_every_frame_dtype_is_uploaded_as_float32(dtype):
+    image = torch.ones(2, 3, 3, dtype=dtype)
+    mask = torch.ones(2, 3, dtype=dtype)
+    rgb, alpha, batched = to_batch(image, mask, torch.device("cpu"))
+    assert rgb.dtype == alpha.dtype == torch.float32 and not batched
+    scale = 255.0 if dtype == torch.uint8 else 1.0
+    assert torch.equal(rgb, torch.full((1, 3, 2, 3), 1.0 / scale))
+
+
+def test_an_integer_frame_type_is_refused_by_name():
+    with pytest.raises(TypeError) as err:
+        to_batch(np.zeros((2, 2, 3), np.int32), np.zeros((2, 2), np.float32), torch.device("cpu"))
+    assert str(err.value) == "image must be uint8, uint16 or float, got int32"
+    with pytest.raises(TypeError) as err:
+        to_batch(np.zeros((2, 2, 3), np.float32), np.zeros((2, 2), np.int64), torch.device("cpu"))
+    assert str(err.value) == "mask must be uint8, uint16 or float, got int64"
+
+
+@pytest.mark.parametrize("missing", [3, 4])
+def test_a_checkpoint_missing_keys_names_the_first_three(tmp_path, missing):
+    from safetensors.torch import load_file, save_file
+
+    from corridorkey_engine.errors import CheckpointMismatchError
+    from corridorkey_engine.model.loading import load_greenformer
+    from corridorkey_engine.model.network import GreenFormer
+
+    folder = write_tiny_checkpoint(tmp_path / "ckpt")
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    dropped = list(GreenFormer(tiny_config()).state_dict())[:missing]  # the model's order, as reported
+    for key in dropped:
+        del state[key]
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    save_file(state, str(path), metadata=metadata)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_greenformer(folder, device="cpu")
+    shown = ", ".join(dropped[:3]) + (" …" if missing > 3 else "")
+    assert f": does not match the GreenFormer: {missing} ({shown}) missing, 0 unexpected. " in str(err.value)
