@@ -98,3 +98,45 @@ def test_a_checkpoint_missing_keys_names_the_first_three(tmp_path, missing):
         load_greenformer(folder, device="cpu")
     shown = ", ".join(dropped[:3]) + (" …" if missing > 3 else "")
     assert f": does not match the GreenFormer: {missing} ({shown}) missing, 0 unexpected. " in str(err.value)
+
+
+def _tiny_state():
+    from corridorkey_engine.model.network import GreenFormer
+
+    model = GreenFormer(tiny_config())
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_prepare_state_dict_refuses_what_is_not_a_state_dict():
+    from corridorkey_engine.errors import CheckpointMismatchError
+    from corridorkey_engine.model.loading import prepare_state_dict
+
+    model, _ = _tiny_state()
+    with pytest.raises(CheckpointMismatchError) as err:
+        prepare_state_dict([1, 2], model, source="weights.pth")
+    assert str(err.value).startswith("weights.pth: not a GreenFormer state dict: ")
+
+
+def test_prepare_state_dict_logs_what_it_ignores(caplog):
+    from corridorkey_engine.model.loading import prepare_state_dict
+
+    model, state = _tiny_state()
+    state.update(epoch=3, note="trained on plates")
+    with caplog.at_level(logging.INFO, logger="corridorkey_engine"):
+        tensors, report = prepare_state_dict(state, model, source="w")
+    assert sorted(report.skipped) == ["epoch", "note"] and "epoch" not in tensors
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"w: ignoring 2 non-tensor entries ({', '.join(report.skipped)})" in logged
+
+
+def test_a_wrong_shape_after_matching_keys_is_found():
+    from corridorkey_engine.errors import CheckpointMismatchError
+    from corridorkey_engine.model.loading import prepare_state_dict
+
+    model, state = _tiny_state()
+    last = [k for k, v in state.items() if v.ndim >= 1][-1]
+    state[last] = torch.zeros(*[n + 1 for n in state[last].shape])
+    with pytest.raises(CheckpointMismatchError) as err:
+        prepare_state_dict(state, model, source="w")
+    expected = f"w: 1 tensors have the wrong shape for this GreenFormer config ({last}: "
+    assert str(err.value).startswith(expected)
