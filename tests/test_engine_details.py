@@ -129,14 +129,32 @@ def test_prepare_state_dict_logs_what_it_ignores(caplog):
     assert f"w: ignoring 2 non-tensor entries ({', '.join(report.skipped)})" in logged
 
 
-def test_a_wrong_shape_after_matching_keys_is_found():
+@pytest.mark.parametrize("count", [1, 3, 4])
+def test_wrong_shapes_after_matching_keys_are_found_and_the_first_three_named(count):
     from corridorkey_engine.errors import CheckpointMismatchError
     from corridorkey_engine.model.loading import prepare_state_dict
 
     model, state = _tiny_state()
-    last = [k for k, v in state.items() if v.ndim >= 1][-1]
-    state[last] = torch.zeros(*[n + 1 for n in state[last].shape])
+    changed = [k for k, v in state.items() if v.ndim >= 1 and not k.endswith("pos_embed")][-count:]
+    for key in changed:
+        state[key] = torch.zeros(*[n + 1 for n in state[key].shape])
     with pytest.raises(CheckpointMismatchError) as err:
         prepare_state_dict(state, model, source="w")
-    expected = f"w: 1 tensors have the wrong shape for this GreenFormer config ({last}: "
-    assert str(err.value).startswith(expected)
+    want = model.state_dict()
+    shapes = [f"{k}: checkpoint {list(state[k].shape)}, model {list(want[k].shape)}" for k in changed]
+    listed = "; ".join(shapes[:3]) + (" …" if count > 3 else "")
+    assert str(err.value).startswith(
+        f"w: {count} tensors have the wrong shape for this GreenFormer config ({listed}); the checkpoint"
+    )
+
+
+def test_loading_logs_where_the_model_is_ready(tmp_path, caplog):
+    from corridorkey_engine.model.loading import load_greenformer
+
+    folder = write_tiny_checkpoint(tmp_path / "ckpt")
+    with caplog.at_level(logging.INFO, logger="corridorkey_engine"):
+        load_greenformer(folder, device="cpu")
+    assert any(
+        m.startswith("GreenFormer ready from ") and m.endswith(" on cpu (torch.float32, img_size 64)")
+        for m in (r.getMessage() for r in caplog.records)
+    ), [r.getMessage() for r in caplog.records]
