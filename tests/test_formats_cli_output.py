@@ -265,3 +265,68 @@ def test_verbose_logs_the_failure_with_its_traceback(tmp_path: Path, capsys, cap
     assert status == 1 and err.startswith("ckpt-formats: error: no checkpoint found in")
     failed = [r for r in caplog.records if r.name == "ckpt_formats.cli" and r.getMessage() == "failed"]
     assert failed and failed[0].exc_info is not None
+
+
+def test_resolve_json_word_for_word(three: Path, capsys) -> None:
+    status, out, _ = run(capsys, "resolve", three, "--json", "--format", "safetensors", "--format", "pickle",
+                         "--select", "a*")  # fmt: skip
+    assert status == 0
+    assert json.loads(out) == {
+        "directory": str(three),
+        "candidates": {"safetensors": ["a.safetensors"], "pickle": []},
+        "winner": "a.safetensors",
+        "format": "safetensors",
+        "files": ["a.safetensors"],
+        "shadowed": [],
+    }
+    status, out, _ = run(capsys, "resolve", three, "--json", "--exclude", "b.*")
+    assert json.loads(out)["shadowed"] == [{"file": "m.pth", "format": "pickle"}]
+    status, out, _ = run(capsys, "resolve", three, "--json", "--load", "--select", "b*")
+    data = json.loads(out)
+    assert {k: data[k] for k in ("winner", "format", "files", "entries", "device")} == {
+        "winner": "b.safetensors", "format": "safetensors", "files": ["b.safetensors"], "entries": 4,
+        "device": "cpu",
+    }  # fmt: skip
+    assert out.startswith('{\n  "directory": ')  # indented, one key per line
+
+
+def test_fetch_json_and_a_set_already_there(hf, tmp_path: Path, capsys) -> None:
+    from test_write_paths import INDEX, SHARDS, sharded_repo
+
+    hf.add_repo(REPO, sharded_repo())
+    target = tmp_path / "ckpt"
+    status, out, err = run(capsys, "fetch", REPO, target, "--json")
+    assert status == 0, err
+    placed = [str(target / n) for n in (INDEX, *SHARDS)]
+    assert json.loads(out) == {"files": placed, "format": "safetensors-sharded", "downloaded": True}
+    status, out, _ = run(capsys, "fetch", REPO, target)
+    assert out.splitlines() == [
+        f"{target / INDEX} (safetensors-sharded) is already there: nothing downloaded (--force fetches "
+        "anyway)",
+        *placed[1:],
+    ]
+    status, out, _ = run(capsys, "fetch", REPO, target, "--json")
+    assert json.loads(out) == {"files": placed, "format": "safetensors-sharded", "downloaded": False}
+    before = len(hf.requests)
+    status, out, _ = run(capsys, "fetch", REPO, target, "--force", "--json")
+    assert json.loads(out)["downloaded"] is True and len(hf.requests) > before
+
+
+def test_inspect_argument_errors_word_for_word(tmp_path: Path, capsys) -> None:
+    write_safetensors(tmp_path / "m.safetensors")
+    for args, message in [
+        (["--hub", REPO, tmp_path / "m.safetensors"], "inspect: give either FILE or --hub REPO_ID, not both"),
+        ([tmp_path / "m.safetensors", "--revision", "v2"],
+         "inspect: --filename and --revision only apply with --hub REPO_ID"),
+        ([tmp_path / "m.safetensors", "--filename", "x.safetensors"],
+         "inspect: --filename and --revision only apply with --hub REPO_ID"),
+    ]:  # fmt: skip
+        status, out, err = run(capsys, "inspect", *args)
+        assert (status, out, err) == (1, "", f"ckpt-formats: error: {message}\n")
+
+
+def test_inspect_hub_sends_the_revision(hf, capsys) -> None:
+    hf.add_repo(REPO, {"model.safetensors": safetensors_bytes()}, branches=("main", "v2"))
+    status, out, err = run(capsys, "inspect", "--hub", REPO, "--revision", "v2", "--json")
+    assert status == 0, err
+    assert json.loads(out)["path"] == f"{REPO}/model.safetensors@v2"
