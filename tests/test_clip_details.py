@@ -121,3 +121,32 @@ def test_hidden_folders_are_not_clips(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.INFO):
         found = expand_clip_paths([tmp_path])
     assert [getattr(item, "path", item).name for item in found] == ["shot010"]
+
+
+def test_odd_frames_are_padded_with_their_edge_for_the_movie() -> None:
+    from corridorkey_engine.clips.comp_video import _even
+
+    frame = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    even = _even(frame)
+    assert even.shape == (4, 6, 3)
+    np.testing.assert_array_equal(even[:3, :5], frame)
+    np.testing.assert_array_equal(even[3, :5], frame[2])  # the last row again, not black
+    np.testing.assert_array_equal(even[:3, 5], frame[:, 4])
+    square = np.zeros((4, 6, 3), np.uint8)
+    assert _even(square) is square
+
+
+def test_an_output_folder_under_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FrameIOError) as err:
+        images.check_writable(blocker / "out")
+    assert "Not a directory" in str(err.value) and str(blocker) in str(err.value)
+
+
+def test_a_clip_folder_with_several_videos(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.mov", "c.mp4", "d.mkv"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(FrameIOError) as err:
+        discover_frames(tmp_path)
+    assert str(err.value) == f"{tmp_path}: holds 4 videos (a.mp4, b.mov, c.mp4); a clip folder takes one"
