@@ -150,3 +150,34 @@ def test_a_clip_folder_with_several_videos(tmp_path: Path) -> None:
     with pytest.raises(FrameIOError) as err:
         discover_frames(tmp_path)
     assert str(err.value) == f"{tmp_path}: holds 4 videos (a.mp4, b.mov, c.mp4); a clip folder takes one"
+
+
+def test_what_a_verbose_run_logs_about_a_clip(tmp_path: Path, ckpt_dir: Path) -> None:
+    """-v shows the clip's log lines: the hint ignored for --hint chroma, outputs redone when their settings
+    changed, what was keyed and skipped; an unreadable manifest is a warning and its outputs are redone."""
+    from helpers_ckpt import TINY_IMG_SIZE, make_clip, run_cli
+
+    clip = make_clip(tmp_path / "shot", ["f_1", "f_2"], (24, 32))
+    common = ["infer", clip, "--checkpoint-dir", ckpt_dir, "--img-size", TINY_IMG_SIZE, "--outputs", "matte"]
+    first = run_cli(*common, "--hint", "chroma", "-v")
+    assert first.returncode == 0, first.stderr
+    assert f"shot: --hint chroma: ignoring {clip / 'AlphaHint'}" in first.stderr
+    assert "shot: keyed 2, skipped 0, in " in first.stderr
+
+    again = run_cli(*common, "-v")  # the hint changed: the mattes are redone
+    changed = "hint 'chroma' -> 'alphahint'; screen 'auto' -> None"
+    assert f"shot: matte made with other settings ({changed}): redoing them" in again.stderr
+
+    (clip / "corridorkey.json").write_text("{not json")
+    broken = run_cli(*common)
+    assert broken.returncode == 0
+    assert f"{clip / 'corridorkey.json'}: unreadable manifest (" in broken.stderr
+    assert "its outputs will be redone" in broken.stderr
+
+
+def test_a_comp_movie_needs_the_comp_output() -> None:
+    from corridorkey_engine.clips.planning import KeyOptions
+
+    with pytest.raises(ValueError) as err:
+        KeyOptions(outputs=("matte",), comp_video=True)
+    assert str(err.value) == "the comp movie is made of the comp output: add comp to the outputs"
