@@ -106,6 +106,8 @@ def run_main(
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     saved_logging = root.handlers[:], root.level
+    touched = [logging.getLogger(name) for name in ("ckpt_formats.hub", "py.warnings")]  # the CLIs set these
+    saved_levels = [logger.level for logger in touched]
     saved_env = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})
     try:
@@ -117,6 +119,9 @@ def run_main(
     finally:
         root.handlers[:] = saved_logging[0]
         root.setLevel(saved_logging[1])
+        for logger, level in zip(touched, saved_levels, strict=True):
+            logger.setLevel(level)
+        logging.captureWarnings(False)  # ckpt-formats routes warnings to logging for its process
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
