@@ -252,3 +252,61 @@ def test_inspect_remote_a_sharded_set_in_a_folder(hub):
         f"someone/sharded/sub/{names[1]}@main: sub/model.safetensors.index.json lists this shard but the "
         "repository has no such file"
     )
+
+
+def _limit_file_size(limit: int):
+    from test_write_paths import file_size_limit
+
+    return file_size_limit(limit)
+
+
+def test_a_disk_that_fills_while_downloading_into_the_cache(hub, cache, tmp_path):
+    hub.add_repo(REPO, {ST: BIG})
+    with _limit_file_size(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
+        fetch(source(hub, cache), tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
+    assert str(err.value).startswith(
+        f"not enough disk space for {ST} from {hub.url}/{REPO}: it needs {human(len(BIG))} ({len(BIG)} "
+        f"bytes, size from the Hub) in {cache}, which has "
+    )
+    assert "(File too large). Free some space" in str(err.value)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_disk_that_fills_while_placing_from_the_cache(hub, cache, tmp_path):
+    hub.add_repo(REPO, {ST: BIG})
+    formats = get_registry().formats(names=["safetensors"])
+    fetch(source(hub, cache), tmp_path / "first", formats)  # now in the cache
+    target = tmp_path / "second"
+    with _limit_file_size(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
+        fetch(source(hub, cache), target, formats)
+    assert f"size from the Hub) in {target}, which has " in str(err.value)
+    assert "(File too large). Free some space" in str(err.value)
+    assert not target.exists() or [p.name for p in target.iterdir()] == []
+
+
+def test_a_body_shorter_than_announced_is_resumed_then_given_up(hub, cache, tmp_path, caplog):
+    hub.add_repo(REPO, {ST: BIG})
+    hub.size_override[ST] = len(BIG) + 100  # the Hub announces more than the server ever sends
+    formats = get_registry().formats(names=["safetensors"])
+    with (
+        caplog.at_level(logging.WARNING, logger="ckpt_formats.hub"),
+        pytest.raises(CheckpointDownloadError) as err,
+    ):
+        fetch(source(hub, cache, stall_timeout=5.0), tmp_path / "ckpt", formats)
+    resumed = [r.getMessage() for r in caplog.records if "resuming at byte" in r.getMessage()]
+    assert len(resumed) == 6  # after the body: 5 more (RESUMES) that bring nothing, then the error
+    assert resumed[0] == (
+        f"{ST}: _Dropped: the server closed the body after {len(BIG)} of {len(BIG) + 100} bytes; resuming at "
+        f"byte {len(BIG)}"
+    )
+    assert "closed the body after" in str(err.value)
+
+
+def test_inspect_remote_refuses_a_file_name_outside_the_repository(hub):
+    from ckpt_formats.hub import inspect_remote
+
+    with pytest.raises(ValueError) as err:
+        inspect_remote("someone/x", filename="../secrets.safetensors", endpoint=hub.url, token=False)
+    expected = "hub file name '../secrets.safetensors' must be a relative path inside the repository"
+    assert str(err.value) == expected
+    assert hub.requests == []
