@@ -3,6 +3,7 @@ checkpoint's files is ever created in it, and a stalled or endless download give
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -125,6 +126,7 @@ def test_a_trickling_download_fails_at_its_deadline_and_places_nothing(hub, cach
     assert 1.5 <= elapsed < 8
     message = str(err.value)
     assert "did not finish within its deadline of 1.5 s" in message and "\n" not in message
+    assert re.search(rf"within its deadline of 1\.5 s \(\d+ of {len(BIG)} bytes received\)", message), message
     assert 0 < hub.served[ST] < len(BIG)
     assert leftovers(target) == [] and no_partial_blobs(cache)
 

@@ -116,6 +116,7 @@ def test_a_bar_asked_for_is_shown_even_off_a_terminal(hub, cache, tmp_path, caps
     fetch(forced, tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
     err = capsys.readouterr().err
     assert "100%|" in err and ST in err and "B/s" in err
+    assert f"{len(BIG) // 1000}k/{len(BIG) // 1000}k" in err  # bytes, scaled to kB
 
 
 def test_the_shards_of_an_index_in_a_folder_of_the_repo(hub, cache, tmp_path):
