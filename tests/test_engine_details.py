@@ -158,3 +158,46 @@ def test_loading_logs_where_the_model_is_ready(tmp_path, caplog):
         m.startswith("GreenFormer ready from ") and m.endswith(" on cpu (torch.float32, img_size 64)")
         for m in (r.getMessage() for r in caplog.records)
     ), [r.getMessage() for r in caplog.records]
+
+
+def test_an_integer_tensor_is_refused_by_name():
+    with pytest.raises(TypeError) as err:
+        to_batch(torch.zeros(2, 2, 3, dtype=torch.int32), torch.zeros(2, 2), torch.device("cpu"))
+    assert str(err.value) == "image must be uint8, uint16 or float, got torch.int32"
+
+
+def test_excess_beyond_the_ramp_changes_nothing_even_blurred():
+    """Past softness x the typical excess a pixel is screen: how much more green it has must not matter,
+    also after the median and Gaussian smoothing (the ramp saturates before the blur)."""
+    hints = []
+    for background in (0.6, 0.9):
+        image = np.zeros((20, 20, 3), np.float32)
+        image[..., 1] = background
+        image[:2, :] = (0.0, 1.0, 0.0)  # 10% of the frame: the typical excess is 1.0
+        image[8:14, 8:14] = (0.8, 0.5, 0.3)  # an orange subject, no excess
+        hints.append(chroma_hint(image, "green", softness=0.5, blur=5))
+    np.testing.assert_array_equal(hints[0], hints[1])
+    assert hints[0][11, 11] > 0.9 and hints[0][4, 2] == 0.0
+
+
+def test_a_missing_tensor_without_a_default_initialisation_is_zeros_and_said(tmp_path, caplog):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from corridorkey_engine.model.loading import load_greenformer
+
+    folder = write_tiny_checkpoint(tmp_path / "ckpt")
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    key = next(k for k in state if k.endswith("pos_embed"))
+    del state[key]
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    save_file(state, str(path), metadata=metadata)
+    with caplog.at_level(logging.WARNING, logger="corridorkey_engine"):
+        loaded = load_greenformer(folder, device="cpu", strict=False)
+    owner = key.rpartition(".")[0]
+    assert f"{owner}: no default initialisation; its missing tensors are zeros" in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert torch.count_nonzero(loaded.model.get_parameter(key)) == 0
