@@ -330,3 +330,44 @@ def test_inspect_hub_sends_the_revision(hf, capsys) -> None:
     status, out, err = run(capsys, "inspect", "--hub", REPO, "--revision", "v2", "--json")
     assert status == 0, err
     assert json.loads(out)["path"] == f"{REPO}/model.safetensors@v2"
+
+
+@pytest.fixture
+def runtime_plugin():
+    """A plugin registered at run time on the process-wide registry (the one the CLI uses): format
+    ``interrupting`` (``*.intr``), whose loader is interrupted as by Ctrl-C."""
+    from ckpt_formats import CheckpointFormat, hookimpl
+
+    def load(candidate, device):
+        raise KeyboardInterrupt
+
+    class Plugin:
+        @hookimpl
+        def ckpt_formats_register_formats(self, register):
+            register(CheckpointFormat("interrupting", 1, ("*.intr",), load))
+
+    registry = get_registry()
+    registry.register(Plugin(), name="at-run-time")
+    yield registry
+    registry.unregister("at-run-time")
+
+
+def test_list_names_a_runtime_plugin_as_such(runtime_plugin, capsys) -> None:
+    _, out, _ = run(capsys, "list")
+    row = next(line for line in out.splitlines() if line.startswith("interrupting "))
+    assert "at-run-time (runtime)" in row
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(runtime_plugin, tmp_path: Path, capsys) -> None:
+    (tmp_path / "m.intr").write_bytes(b"")
+    status, _, err = run(capsys, "resolve", tmp_path, "--load")
+    assert (status, err) == (130, "ckpt-formats: interrupted\n")
+
+
+def test_the_fetch_defaults_are_the_hub_sources() -> None:
+    from ckpt_formats import HubSource
+    from ckpt_formats.cli import build_parser
+
+    args = build_parser().parse_args(["fetch", "someone/x", "DIR"])
+    source = HubSource("someone/x")
+    assert (args.stall_timeout, args.deadline) == (source.stall_timeout, source.deadline)
