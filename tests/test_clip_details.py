@@ -181,3 +181,36 @@ def test_a_comp_movie_needs_the_comp_output() -> None:
     with pytest.raises(ValueError) as err:
         KeyOptions(outputs=("matte",), comp_video=True)
     assert str(err.value) == "the comp movie is made of the comp output: add comp to the outputs"
+
+
+def test_exr_writing_details(tmp_path: Path) -> None:
+    from corridorkey_engine.clips.exr import encode_exr, exr_backend
+
+    assert exr_backend() == "openexr"
+    with pytest.raises(ValueError) as err:
+        encode_exr(tmp_path / "x.exr", np.zeros((2, 2, 3)), "RGBA", half=True)
+    assert str(err.value) == "4 channel names for an array with 3 channels"
+    values = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 4, 3)
+    encode_exr(tmp_path / "plain.exr", values, "RGB", half=False, compression="none")
+    np.testing.assert_array_equal(images.read_image(tmp_path / "plain.exr"), values)
+    assert (tmp_path / "plain.exr").stat().st_size > values.nbytes  # stored uncompressed
+
+
+@pytest.mark.parametrize("backend", ["cv2", "nonsense"])
+def test_the_exr_backend_asked_for(monkeypatch, backend: str) -> None:
+    import cv2
+
+    from corridorkey_engine.clips.exr import exr_backend
+    from corridorkey_engine.errors import ExrSupportError
+
+    monkeypatch.setenv("CORRIDORKEY_EXR_BACKEND", backend)
+    if backend == "nonsense":
+        with pytest.raises(FrameIOError) as err:
+            exr_backend()
+        assert str(err.value) == "CORRIDORKEY_EXR_BACKEND='nonsense': use auto, openexr or cv2"
+    elif cv2.haveImageWriter(".exr"):
+        assert exr_backend() == "cv2"
+    else:
+        with pytest.raises(ExrSupportError) as err:
+            exr_backend()
+        assert "the OpenEXR package is not installed (or not selected) and this OpenCV" in str(err.value)
