@@ -163,6 +163,10 @@ def test_what_a_verbose_run_logs_about_a_clip(tmp_path: Path, ckpt_dir: Path) ->
     assert first.returncode == 0, first.stderr
     assert f"shot: --hint chroma: ignoring {clip / 'AlphaHint'}" in first.stderr
     assert "shot: keyed 2, skipped 0, in " in first.stderr
+    import json
+
+    record = json.loads((clip / "corridorkey.json").read_text())["outputs"]["matte"]["settings"]["keying"]
+    assert record["input_is_linear"] is False and record["hint"] == "chroma"  # PNG plates: sRGB
 
     again = run_cli(*common, "-v")  # the hint changed: the mattes are redone
     changed = "hint 'chroma' -> 'alphahint'; screen 'auto' -> None"
@@ -214,3 +218,14 @@ def test_the_exr_backend_asked_for(monkeypatch, backend: str) -> None:
         with pytest.raises(ExrSupportError) as err:
             exr_backend()
         assert "the OpenEXR package is not installed (or not selected) and this OpenCV" in str(err.value)
+
+
+def test_two_files_of_one_frame_name(tmp_path: Path) -> None:
+    for name in ("f_1.png", "f_1.exr", "f_2.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(FrameIOError) as err:
+        discover_frames(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path}: several files share the frame name 'f_1' (e.g. .png and .exr); outputs are named after "
+        "frames, so keep one"
+    )
