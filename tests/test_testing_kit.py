@@ -88,3 +88,22 @@ def test_assert_same_tensors_fails_on_every_difference():
         expected = base if message else {"x": torch.tensor([-0.0])}  # -0.0 == 0.0, but not the same bits
         with pytest.raises(AssertionError, match=message or "x: the values differ"):
             assert_same_tensors(actual, expected)
+
+
+def test_an_entry_point_that_is_not_installed_is_named():
+    from ckpt_formats.testing import isolated_registry
+
+    with pytest.raises(PluginError) as err:
+        isolated_registry(entry_points=["no-such-plugin"])
+    expected = "no installed ckpt_formats entry point named 'no-such-plugin' (installed: "
+    assert str(err.value).startswith(expected)
+    assert "safetensors" in str(err.value)
+
+
+def test_the_writers_make_missing_folders(tmp_path):
+    from ckpt_formats.testing import write_safetensors, write_sharded_safetensors
+
+    single = write_safetensors(tmp_path / "a" / "b" / "model.safetensors")
+    assert single.is_file()
+    files = write_sharded_safetensors(tmp_path / "c" / "d" / "model.safetensors", {"x": torch.ones(20)}, 64)
+    assert all(p.is_file() and p.parent == tmp_path / "c" / "d" for p in files)
