@@ -8,6 +8,7 @@ them are past the early "already exists" check when they publish.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -147,20 +148,34 @@ def test_parse_size(text, size):
     assert parse_size(text) == size
 
 
-def test_force_replaces_a_set_and_removes_what_it_replaced(tmp_path, registry):
+def test_force_replaces_a_set_and_removes_what_it_replaced(tmp_path, registry, caplog):
     src = write_safetensors(tmp_path / "src.safetensors", big_state_dict())
     folder = tmp_path / "set"
     convert(src, folder / "model.safetensors", registry=registry, max_shard_size=20_000)  # 6 shards
     with pytest.raises(ConversionError, match="already exists"):
         convert(src, folder / "model.safetensors", registry=registry, max_shard_size=40_000)
 
-    convert(src, folder / "model.safetensors", registry=registry, max_shard_size=40_000, force=True)
+    with caplog.at_level(logging.INFO, logger="ckpt_formats"):
+        convert(src, folder / "model.safetensors", registry=registry, max_shard_size=40_000, force=True)
 
     names = sorted(p.name for p in folder.iterdir())
     assert names == [
         *(f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)),
         "model.safetensors.index.json",
     ]
+    assert_same_tensors(resolve(folder).state_dict, big_state_dict())
+    logged = [r.getMessage() for r in caplog.records]
+    assert "removing model-00004-of-00006.safetensors, replaced by the new sharded set" in logged
+    assert f"wrote {folder / 'model.safetensors'}: 3 shards and model.safetensors.index.json" in logged
+
+    # one shard holds everything: a single file, and the set it replaces is removed (its index would win)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ckpt_formats"):
+        convert(src, folder / "model.safetensors", registry=registry, max_shard_size=10**9, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]
+    logged = [r.getMessage() for r in caplog.records]
+    assert "removing model.safetensors.index.json, replaced by model.safetensors" in logged
+    convert(src, folder / "model.safetensors", registry=registry, max_shard_size=10**9, force=True)
     assert_same_tensors(resolve(folder).state_dict, big_state_dict())
 
 

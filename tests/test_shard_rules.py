@@ -216,3 +216,19 @@ def test_an_index_document_of_another_json_type_is_named(tmp_path, document, kin
     assert str(err.value).startswith(
         f"{index}: not a valid sharded checkpoint index: the document is a JSON {kind}, not an object"
     )
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_an_index_of_64_mib_is_read_and_a_larger_one_refused(tmp_path, extra):
+    from ckpt_formats.shards import MAX_INDEX_BYTES, read_index
+
+    index = tmp_path / "model.safetensors.index.json"
+    body = b'{"weight_map": {"a": "model-00001-of-00001.safetensors"}}'
+    index.write_bytes(body + b" " * (MAX_INDEX_BYTES - len(body) + extra))
+    if extra:
+        with pytest.raises(CheckpointLoadError) as err:
+            read_index(index)
+        expected = f"{index}: not a valid sharded checkpoint index: larger than 64 MiB ("
+        assert str(err.value).startswith(expected)
+    else:
+        assert read_index(index) == {"weight_map": {"a": "model-00001-of-00001.safetensors"}}

@@ -50,8 +50,9 @@ def write_sharded(
         output: ``DIR/NAME.safetensors``; the shards are ``DIR/NAME-0000i-of-0000N.safetensors``.
         max_shard_size: bytes per shard at most (a larger tensor gets a shard of its own).
         write_verified: writes and checks one file (see :data:`WriteVerified`).
-        force: replace existing files, and afterwards remove ``output`` and the shards of an earlier set
-            that the new index does not list. Without it each file is claimed with ``os.link``.
+        force: replace existing files, and afterwards remove what an earlier checkpoint of that name left
+            (``output`` or the index, and shards the new set does not list), so the new one is what
+            discovery finds. Without it each file is claimed with ``os.link``.
 
     Returns:
         The files placed: the shards in order, then the index.
@@ -66,11 +67,13 @@ def write_sharded(
     split = split_torch_state_dict_into_shards(
         tensors, filename_pattern=stem + "{suffix}.safetensors", max_shard_size=max_shard_size
     )
-    if not split.is_sharded:  # the Hugging Face convention: one shard is a plain file, without an index
-        atomic_write(output, lambda tmp: write_verified(tmp, tensors, output), replace=force)
-        return [output]
     folder = output.parent
     index = folder / index_name_for(output)
+    if not split.is_sharded:  # the Hugging Face convention: one shard is a plain file, without an index
+        atomic_write(output, lambda tmp: write_verified(tmp, tensors, output), replace=force)
+        if force:  # an earlier set would outrank the new file: its index first, then its shards
+            _remove_replaced(folder, stem, [index], keep={output}, by=output.name)
+        return [output]
     for name in [*split.filename_to_tensors, index.name]:
         sweep_temps(folder, name)
     staged: list[tuple[Path, Path]] = []
@@ -98,16 +101,17 @@ def write_sharded(
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
     if force:
-        _remove_replaced(folder, output, stem, set(placed))
+        _remove_replaced(folder, stem, [output], keep=set(placed), by="the new sharded set")
     logger.info("wrote %s: %d shards and %s", output, len(placed) - 1, index.name)
     return placed
 
 
-def _remove_replaced(folder: Path, output: Path, stem: str, keep: set[Path]) -> None:
-    """After a forced write: the single file and the shards of an earlier set are replaced by the new set."""
+def _remove_replaced(folder: Path, stem: str, first: list[Path], *, keep: set[Path], by: str) -> None:
+    """After a forced write: remove ``first`` (an earlier single file or index), then the shards of an
+    earlier set of ``stem``, except the files just written (``keep``); ``by`` names what replaced them."""
     pattern = _shard_pattern(stem)
-    old = [p for p in folder.iterdir() if p not in keep and pattern.fullmatch(p.name)]
-    for path in [output, *old]:
-        if path.is_file():
-            logger.info("removing %s, replaced by the new sharded set", path.name)
+    old = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
+    for path in [*first, *old]:
+        if path not in keep and path.is_file():
+            logger.info("removing %s, replaced by %s", path.name, by)
             path.unlink(missing_ok=True)
