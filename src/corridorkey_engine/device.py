@@ -98,18 +98,20 @@ def resolve_dtype(device: torch.device, precision: str | torch.dtype | None = No
     if isinstance(precision, torch.dtype):
         dtype = precision
         if dtype not in PRECISIONS.values():
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision}")
+            raise _precision_error(precision)
     elif precision is None:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     else:
         name = _ALIASES.get(precision.strip().lower(), precision.strip().lower())
         if name not in PRECISIONS:
-            raise ConfigError(
-                f"precision must be one of {', '.join(sorted(PRECISIONS))} (or {', '.join(_ALIASES)}), "
-                f"got {precision!r}"
-            )
+            raise _precision_error(precision)
         dtype = PRECISIONS[name]
     if device.type == "cpu" and dtype != torch.float32:
         logger.warning("%s is slow on the CPU: running in float32 instead", str(dtype).removeprefix("torch."))
         dtype = torch.float32
     return dtype
+
+
+def _precision_error(precision: object) -> ConfigError:
+    names = ", ".join(sorted(PRECISIONS))
+    return ConfigError(f"precision must be one of {names} (or {', '.join(_ALIASES)}), got {precision!r}")
