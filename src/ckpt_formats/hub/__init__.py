@@ -29,7 +29,6 @@ huggingface_hub is imported inside the functions: ``import ckpt_formats.hub`` st
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import os
@@ -82,12 +81,13 @@ def fetch(
         AmbiguousCheckpointError: (without ``force``) ``directory`` already holds several checkpoints.
         CheckpointDownloadError: anything else (network, stall, deadline, access, integrity, disk space).
     """
+    from ..registry._discovery import filtered_out
     from ._placement import place
     from ._session import Absent, Session
 
     directory = Path(directory)
     every = [(fmt, name) for fmt in formats for name in source.files_for(fmt)]
-    plan = [(fmt, name) for fmt, name in every if _wanted(posixpath.basename(name), exclude, select)]
+    plan = [(fmt, name) for fmt, name in every if not filtered_out(posixpath.basename(name), exclude, select)]
     if every and not plan:
         names = ", ".join(name for _, name in every)
         raise CheckpointNotFoundError(
@@ -163,15 +163,6 @@ def present(
     if not all(p.is_file() for p in candidate.paths):
         return None  # an index whose shards are not all there (a crash, a partial copy): fetch the set again
     return list(candidate.paths)
-
-
-def _wanted(name: str, exclude: Sequence[str], select: str | Sequence[str] | None) -> bool:
-    """Whether discovery, filtered as the caller filters it, would consider a file called ``name``."""
-    from ..registry._discovery import select_globs
-
-    if any(fnmatch.fnmatchcase(name, glob) for glob in exclude):
-        return False
-    return all(fnmatch.fnmatchcase(name, glob) for glob in select_globs(select))
 
 
 def lock_path(source: HubSource, directory: str | os.PathLike[str]) -> Path:

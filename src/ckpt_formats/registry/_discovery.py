@@ -120,6 +120,18 @@ def _matches_any(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def filtered_out(name: str, exclude: Sequence[str], select: str | Sequence[str] | None) -> bool:
+    """True when the caller's ``exclude`` or ``select`` leaves a file called ``name`` out of the choice."""
+    if _matches_any(name, exclude):
+        return True
+    return not all(fnmatch.fnmatchcase(name, glob) for glob in select_globs(select))
+
+
+def refused_names(found: Discovery) -> str:
+    """``old.pth (pickle), older.pt (pickle)``: the files the policy refused, with their format."""
+    return ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
+
+
 def matches_format(name: str, fmt: CheckpointFormat) -> bool:
     """True when the file name ``name`` matches one of ``fmt``'s globs and none of its exclude globs."""
     return _matches_any(name, fmt.globs) and not _matches_any(name, fmt.exclude_globs)
@@ -286,9 +298,8 @@ def not_found_message(found: Discovery, select: str | Sequence[str] | None = Non
     if globs:
         parts.append(f"only names matching {' and '.join(repr(g) for g in globs)} were considered")
     if found.refused:
-        refused = ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
         parts.append(
-            f"refused by policy (safe-only or {DISABLE_ENV}): {refused}; convert it with "
+            f"refused by policy (safe-only or {DISABLE_ENV}): {refused_names(found)}; convert it with "
             "`ckpt-formats convert SRC DST.safetensors` in a trusted environment"
         )  # DEPRECATED: remove after .pth sunset (the convert hint: only pickle is refused by safe-only)
     if found.faulty:

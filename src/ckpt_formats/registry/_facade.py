@@ -22,7 +22,7 @@ from ..errors import (
     PluginError,
 )
 from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
-from ._discovery import Discovery, discover, matches_format
+from ._discovery import Discovery, discover, matches_format, refused_names
 from ._loading import load_checked
 from ._plugins import DISABLE_ENV, BrokenPlugin, Plugins, disabled_from_env, safe_only_from_env
 
@@ -285,9 +285,9 @@ def _say_what_was_refused(exc: CheckpointError, found: Discovery) -> None:
     user otherwise sees only a network or disk error for a folder that holds weights."""
     notes = []
     if found.refused:
-        refused = ", ".join(f"{n} ({fmt})" for n, fmt in found.refused.items())
         notes.append(
-            f"found in {found.directory} but refused by policy (safe-only or {DISABLE_ENV}): {refused}"
+            f"found in {found.directory} but refused by policy (safe-only or {DISABLE_ENV}): "
+            f"{refused_names(found)}"
         )  # DEPRECATED: remove after .pth sunset (only pickle formats are refused by policy)
     if found.orphans:
         notes.append(f"shards without their index in {found.directory}: {', '.join(found.orphans)}")
