@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers_ckpt import TINY_IMG_SIZE, make_clip, plate, run_cli
+from hub_testing import closed_port
 from test_cli import all_output_files, assert_ok, assert_one_line_error, expected, exr_channels, infer
 
 from corridorkey_engine.clips import images, sequences
@@ -234,12 +234,6 @@ def test_file_type_per_output(tmp_path: Path, ckpt_dir: Path, engine) -> None:
 # --------------------------------------------------------------------------- failures leave nothing behind
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_early_failures_leave_no_folders(tmp_path: Path, ckpt_dir: Path) -> None:
     import torch
@@ -263,7 +257,7 @@ def test_early_failures_leave_no_folders(tmp_path: Path, ckpt_dir: Path) -> None
     assert tree(work) == start
 
     offline = {
-        "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
         "HF_HOME": str(tmp_path / "hf"),
         "HF_HUB_ETAG_TIMEOUT": "2",
         "HF_HUB_DOWNLOAD_TIMEOUT": "2",

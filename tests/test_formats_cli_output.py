@@ -336,18 +336,15 @@ def test_inspect_hub_sends_the_revision(hf, capsys) -> None:
 def runtime_plugin():
     """A plugin registered at run time on the process-wide registry (the one the CLI uses): format
     ``interrupting`` (``*.intr``), whose loader is interrupted as by Ctrl-C."""
-    from ckpt_formats import CheckpointFormat, hookimpl
+    from plugin_testing import declaring
+
+    from ckpt_formats import CheckpointFormat
 
     def load(candidate, device):
         raise KeyboardInterrupt
 
-    class Plugin:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(CheckpointFormat("interrupting", 1, ("*.intr",), load))
-
     registry = get_registry()
-    registry.register(Plugin(), name="at-run-time")
+    registry.register(declaring(CheckpointFormat("interrupting", 1, ("*.intr",), load)), name="at-run-time")
     yield registry
     registry.unregister("at-run-time")
 

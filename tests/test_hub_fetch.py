@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_testing import CK_NAMES, PTH, REPO, ST, leftovers, pth_bytes, safetensors_bytes, sha256, source
+from hub_testing import (
+    CK_NAMES,
+    PTH,
+    REPO,
+    ST,
+    closed_port,
+    leftovers,
+    pth_bytes,
+    safetensors_bytes,
+    sha256,
+    source,
+)
 
 from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError, HubSource, get_registry
 from ckpt_formats.atomic import is_temp_file, temp_path_for
@@ -194,12 +204,9 @@ def test_hub_errors_do_not_fall_back(hub, cache, target, setup, expected, cause)
 
 
 def test_connection_refused(cache, target):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    src = HubSource(
-        REPO, filenames=CK_NAMES, endpoint=f"http://127.0.0.1:{port}", cache_dir=cache, token=False
-    )
+    port = closed_port()
+    endpoint = f"http://127.0.0.1:{port}"  # nothing listens there
+    src = HubSource(REPO, filenames=CK_NAMES, endpoint=endpoint, cache_dir=cache, token=False)
 
     with pytest.raises(CheckpointDownloadError) as err:
         fetch(src, target, formats(*CK_FORMATS))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from hub_testing import REPO, ST, safetensors_bytes, source
 from huggingface_hub import errors as hf_errors
+from test_write_paths import file_size_limit
 
 from ckpt_formats import CheckpointDownloadError, HubSource, get_registry
 from ckpt_formats.errors import DownloadNoSpaceError
@@ -255,15 +256,9 @@ def test_inspect_remote_a_sharded_set_in_a_folder(hub):
     )
 
 
-def _limit_file_size(limit: int):
-    from test_write_paths import file_size_limit
-
-    return file_size_limit(limit)
-
-
 def test_a_disk_that_fills_while_downloading_into_the_cache(hub, cache, tmp_path):
     hub.add_repo(REPO, {ST: BIG})
-    with _limit_file_size(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
+    with file_size_limit(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
         fetch(source(hub, cache), tmp_path / "ckpt", get_registry().formats(names=["safetensors"]))
     assert str(err.value).startswith(
         f"not enough disk space for {ST} from {hub.url}/{REPO}: it needs {human(len(BIG))} ({len(BIG)} "
@@ -278,7 +273,7 @@ def test_a_disk_that_fills_while_placing_from_the_cache(hub, cache, tmp_path):
     formats = get_registry().formats(names=["safetensors"])
     fetch(source(hub, cache), tmp_path / "first", formats)  # now in the cache
     target = tmp_path / "second"
-    with _limit_file_size(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
+    with file_size_limit(64 * 1024), pytest.raises(DownloadNoSpaceError) as err:
         fetch(source(hub, cache), target, formats)
     assert f"size from the Hub) in {target}, which has " in str(err.value)
     assert "(File too large). Free some space" in str(err.value)

@@ -119,17 +119,13 @@ def test_a_fetch_whose_every_name_is_filtered_out_downloads_nothing(tmp_path, re
 def test_safe_only_holds_for_the_discovery_after_the_fetch(tmp_path, registry, both):
     """A local file of an unsafe format that outranks everything is refused before the fetch and after it:
     the fetched safetensors is loaded and the unsafe loader never runs."""
-    from ckpt_formats import CheckpointFormat, hookimpl
+    from plugin_testing import declaring
+
+    from ckpt_formats import CheckpointFormat
 
     ran = []
-
-    class Unsafe:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(CheckpointFormat("risky", 500, ("*.risky",), lambda c, d: ran.append(c) or {},
-                                      executes_code=True))  # fmt: skip
-
-    registry.register(Unsafe(), name="unsafe")
+    risky = CheckpointFormat("risky", 500, ("*.risky",), lambda c, d: ran.append(c) or {}, executes_code=True)
+    registry.register(declaring(risky), name="unsafe")
     (tmp_path / "local.risky").write_bytes(b"")
     got = registry.resolve(tmp_path, hub=both, safe_only=True)
     assert got.format.name == "safetensors" and got.downloaded and ran == []

@@ -34,6 +34,7 @@ def test_a_plugin_registered_again_after_unregister_counts_as_the_later_one() ->
 
 @pytest.mark.parametrize("how", ["repo-without-weights", "hub-unreachable", "no-space"])
 def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, cache, how):
+    from hub_testing import closed_port
     from safetensors.torch import save_file
 
     from ckpt_formats import CheckpointNotFoundError, HubSource
@@ -46,7 +47,7 @@ def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, c
     write_pth(tmp_path / "model.pt", tiny_state_dict())
     for i in (1, 2):
         save_file(tiny_state_dict(), str(tmp_path / f"model-0000{i}-of-00003.safetensors"))
-    endpoint = f"http://127.0.0.1:{_closed_port()}" if how == "hub-unreachable" else hub.url
+    endpoint = f"http://127.0.0.1:{closed_port()}" if how == "hub-unreachable" else hub.url
     repo = "someone/huge" if how == "no-space" else "someone/empty"
     source = HubSource(repo, endpoint=endpoint, cache_dir=cache, token=False, progress=False)
     expected = {
@@ -63,11 +64,3 @@ def test_a_failed_fetch_names_the_local_files_that_were_refused(tmp_path, hub, c
         "model-00001-of-00003.safetensors, model-00002-of-00003.safetensors"
     ), text
     assert "\n" not in text
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

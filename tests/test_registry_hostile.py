@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import pytest
 import torch
 from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
-from plugin_testing import fake_distribution
+from plugin_testing import declaring, fake_distribution
 
 from ckpt_formats import (
     Candidate,
@@ -379,12 +379,7 @@ def test_an_exception_without_a_message_is_named_by_its_type(tmp_path, registry,
     def load(candidate, device):
         raise Quiet(message)
 
-    class Plugin:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(CheckpointFormat(name="quiet", priority=1, globs=("*.quiet",), load=load))
-
-    registry.register(Plugin(), name="quiet-plugin")
+    registry.register(declaring(CheckpointFormat("quiet", 1, ("*.quiet",), load)), name="quiet-plugin")
     (tmp_path / "m.quiet").write_bytes(b"")
     with pytest.raises(PluginLoadError) as err:
         registry.resolve(tmp_path)
@@ -408,16 +403,8 @@ def test_a_format_left_out_is_reported_word_for_word(tmp_path, registry, caplog,
             raise PermissionError(13, "Permission denied", str(directory))
         raise RuntimeError("cannot group")
 
-    class Plugin:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(
-                CheckpointFormat(
-                    name="grouped", priority=1, globs=("*.grp",), load=lambda c, d: {}, discover=discover
-                )
-            )
-
-    registry.register(Plugin(), name="grouping-plugin")
+    grouped = CheckpointFormat("grouped", 1, ("*.grp",), lambda c, d: {}, discover=discover)
+    registry.register(declaring(grouped), name="grouping-plugin")
     (tmp_path / "a.grp").write_bytes(b"")
     why = (
         f"{tmp_path}: PermissionError: [Errno 13] Permission denied: '{tmp_path}'"
@@ -451,12 +438,7 @@ def test_a_guarded_format_registered_again_under_another_name_is_guarded_once(tm
     registry = hostile("load")
     alias = replace(registry.get_format("hostile"), name="alias", globs=("*.alias",), priority=600)
 
-    class Aliases:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            register(alias)
-
-    registry.register(Aliases(), name="alias-plugin")
+    registry.register(declaring(alias), name="alias-plugin")
     path = tmp_path / "x.alias"
     path.write_bytes(b"HOSTILE")
     with pytest.raises(PluginLoadError) as err:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import tiny_state_dict, write_pth, write_safetensors
-from plugin_testing import fake_distribution
+from plugin_testing import declaring, fake_distribution
 
 from ckpt_formats import (
     CheckpointContentError,
@@ -23,23 +23,13 @@ from ckpt_formats import (
 )
 
 
-def _plugin(*formats: CheckpointFormat) -> object:
-    class Plugin:
-        @hookimpl
-        def ckpt_formats_register_formats(self, register):
-            for fmt in formats:
-                register(fmt)
-
-    return Plugin()
-
-
 def _failing_discover(directory, matched):
     raise RuntimeError("cannot group")
 
 
 def test_not_found_lists_every_reason_in_order(tmp_path, registry, caplog):
     registry.register(
-        _plugin(
+        declaring(
             CheckpointFormat("grouped", 1, ("*.grp",), lambda c, d: {}, discover=_failing_discover),
             CheckpointFormat("bundled", 2, ("*.bnd",), lambda c, d: {}, discover=_failing_discover),
         ),
@@ -97,7 +87,7 @@ def test_an_unreadable_file_in_a_content_check(tmp_path, registry, error, named,
         raise error
 
     registry.register(
-        _plugin(CheckpointFormat("odd", 1, ("*.odd",), lambda c, d: {}, matches=matches)), name="o"
+        declaring(CheckpointFormat("odd", 1, ("*.odd",), lambda c, d: {}, matches=matches)), name="o"
     )
     path = tmp_path / "m.odd"
     path.write_bytes(b"x")
@@ -114,7 +104,7 @@ def test_the_content_hint_names_only_formats_whose_check_accepts_the_file(tmp_pa
         raise RuntimeError("check failed")
 
     registry.register(
-        _plugin(
+        declaring(
             CheckpointFormat(
                 "unchecked", 1, ("*.unchecked",), lambda c, d: {}
             ),  # no content check: never named
@@ -143,13 +133,13 @@ def test_the_content_hint_names_only_formats_whose_check_accepts_the_file(tmp_pa
 
 def test_a_plugin_registered_without_a_name_takes_its_class_name(registry):
     fmt = CheckpointFormat("named", 1, ("*.named",), lambda c, d: {})
-    assert registry.register(_plugin(fmt)) == "Plugin"
+    assert registry.register(declaring(fmt)) == "Plugin"
     assert registry.get_format("named").plugin == "Plugin"
 
 
 def test_the_distribution_given_at_registration_is_the_formats(registry):
     registry.register(
-        _plugin(CheckpointFormat("shipped", 1, ("*.shp",), lambda c, d: {})), name="p", distribution="d"
+        declaring(CheckpointFormat("shipped", 1, ("*.shp",), lambda c, d: {})), name="p", distribution="d"
     )
     assert registry.get_format("shipped").distribution == "d"
 
@@ -288,9 +278,9 @@ def test_register_refuses_what_is_not_a_format_and_a_name_taken(registry):
     with pytest.raises(PluginError) as err:
         registry.register(Declares(), name="declares-a-dict")
     assert str(err.value) == "plugin 'declares-a-dict': register() takes a CheckpointFormat, got dict"
-    registry.register(_plugin(), name="first")
+    registry.register(declaring(), name="first")
     with pytest.raises(PluginError) as err:
-        registry.register(_plugin(), name="first")  # another object, the same name
+        registry.register(declaring(), name="first")  # another object, the same name
     assert str(err.value) == "plugin 'first' is already registered"
 
 
@@ -299,7 +289,7 @@ def test_a_format_declared_loosely_is_normalised(tmp_path, registry):
         "loose", 1, "*.loose", lambda c, d: {}, exclude_globs="skip*", hub_filenames="model.loose",
         executes_code=1,
     )  # fmt: skip
-    registry.register(_plugin(loose), name="loose-plugin")
+    registry.register(declaring(loose), name="loose-plugin")
     fmt = registry.get_format("loose")
     assert (fmt.globs, fmt.exclude_globs, fmt.hub_filenames) == (("*.loose",), ("skip*",), ("model.loose",))
     assert fmt.executes_code is True
@@ -310,7 +300,7 @@ def test_a_format_declared_loosely_is_normalised(tmp_path, registry):
 
 def test_several_exclude_globs_each_exclude(tmp_path, registry):
     fmt = CheckpointFormat("multi", 1, ("*.multi",), lambda c, d: {}, exclude_globs=("a*", "b*"))
-    registry.register(_plugin(fmt), name="multi-plugin")
+    registry.register(declaring(fmt), name="multi-plugin")
     for name in ("a.multi", "b.multi", "c.multi"):
         (tmp_path / name).write_bytes(b"")
     assert [c.path.name for c in registry.discover(tmp_path).candidates["multi"]] == ["c.multi"]
@@ -319,7 +309,7 @@ def test_several_exclude_globs_each_exclude(tmp_path, registry):
 @pytest.mark.parametrize("name", ["", "  ", None])
 def test_a_format_without_a_name_is_refused(registry, name):
     with pytest.raises(PluginError) as err:
-        registry.register(_plugin(CheckpointFormat(name, 1, ("*.x",), lambda c, d: {})), name="nameless")
+        registry.register(declaring(CheckpointFormat(name, 1, ("*.x",), lambda c, d: {})), name="nameless")
     assert str(err.value) == "plugin 'nameless': a format needs a non-empty string name"
 
 
