@@ -39,6 +39,7 @@ _EXPORTS = {
     "CheckpointMismatchError": "errors",
     "ConfigError": "errors",
     "DeviceUnavailableError": "errors",
+    "OutOfDeviceMemoryError": "errors",
     "FrameIOError": "errors",
     "ExrSupportError": "errors",
     "ClipError": "errors",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +12,9 @@ import numpy as np
 import torch
 
 from .device import resolve_device, resolve_dtype
-from .errors import ConfigError
-from .keying.frames import Array, PostProcessOptions, model_input, postprocess, to_batch, to_numpy
+from .errors import ConfigError, OutOfDeviceMemoryError
+from .keying.frames import Array, PostProcessOptions, model_input, postprocess, to_batch
+from .keying.transfer import PendingDownload, StageClock, start_download
 from .model.config import GreenFormerConfig
 from .model.loading import LoadedModel, LoadReport, load_greenformer
 from .model.network import GreenFormer
@@ -44,6 +46,11 @@ class CorridorKeyEngine:
         strict: refuse a checkpoint with missing or unexpected keys (default); else log them.
         compile: wrap the model in ``torch.compile`` (the first frames are slow while it compiles): True for
             its default backend (``"inductor"``), or a backend's name (``"cudagraphs"``, ``"eager"``...).
+        low_memory: the low-memory mode (the same output in far less GPU memory, a little slower: the
+            refiner runs in tiles, see :mod:`corridorkey_engine.model.refiner`): True, False, or ``"auto"``
+            (default): on CUDA, on when the free memory is less than a frame's activations need (with a
+            log line), else off.
+        channels_last: run the refiner's convolutions in the ``channels_last`` memory layout.
         screen_color: ``"green"`` or ``"blue"``: the screen the frames are shot on. It chooses the checkpoint
             (file names containing ``blue`` are the blue-screen model: the only candidates for blue, never
             for green; without a folder, the published model of that colour) and is the default of the
@@ -65,6 +72,8 @@ class CorridorKeyEngine:
         strict: bool = True,
         compile: bool | str = False,
         screen_color: str | None = None,
+        low_memory: bool | str = "auto",
+        channels_last: bool = False,
         **source_options: Any,
     ) -> None:
         if screen_color is not None:
@@ -74,10 +83,11 @@ class CorridorKeyEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
         backend = _compile_backend(compile)
+        _check_low_memory(low_memory)
         loaded = load_greenformer(
             source, device=self.device, dtype=self.dtype, config=config, img_size=img_size, strict=strict
         )
-        self._setup(loaded, backend)
+        self._setup(loaded, backend, low_memory=low_memory, channels_last=channels_last)
 
     @classmethod
     def from_model(
@@ -88,23 +98,35 @@ class CorridorKeyEngine:
         precision: str | torch.dtype | None = None,
         compile: bool | str = False,
         screen_color: str = "green",
+        low_memory: bool | str = "auto",
+        channels_last: bool = False,
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
         engine = cls.__new__(cls)
         engine.post_defaults = PostProcessOptions(screen_color=screen_color)
         engine.device = resolve_device(device)
         engine.dtype = resolve_dtype(engine.device, precision)
+        backend = _compile_backend(compile)
+        _check_low_memory(low_memory)
         model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
-        engine._setup(LoadedModel(model, model.config, LoadReport()), _compile_backend(compile))
+        loaded = LoadedModel(model, model.config, LoadReport())
+        engine._setup(loaded, backend, low_memory=low_memory, channels_last=channels_last)
         return engine
 
-    def _setup(self, loaded: LoadedModel, backend: str | None) -> None:
+    def _setup(
+        self, loaded: LoadedModel, backend: str | None, *, low_memory: bool | str, channels_last: bool
+    ) -> None:
         self.model: GreenFormer = loaded.model
         self.config: GreenFormerConfig = loaded.config
         self.load_report: LoadReport = loaded.report
         self.checkpoint: ResolvedCheckpoint | None = loaded.checkpoint  # .path, .format.name, .metadata
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        if channels_last:
+            self.model.refiner.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.low_memory = _choose_low_memory(low_memory, self.device, self.config, self.dtype)
+        self.model.refiner_tile = LOW_MEMORY_TILE if self.low_memory else None
         self._forward = torch.compile(self.model, backend=backend) if backend else self.model
 
     @property
@@ -125,8 +147,28 @@ class CorridorKeyEngine:
 
     @torch.inference_mode()
     def predict(self, inputs: torch.Tensor, refiner_scale: float = 1.0) -> dict[str, torch.Tensor]:
-        """The raw model on ``[B, 4, S, S]`` normalised inputs: ``alpha [B,1,S,S]``, ``fg [B,3,S,S]``."""
-        return self._forward(inputs.to(self.device, self.dtype), refiner_scale=float(refiner_scale))
+        """The raw model on ``[B, 4, S, S]`` normalised inputs: ``alpha [B,1,S,S]``, ``fg [B,3,S,S]``.
+
+        Raises:
+            OutOfDeviceMemoryError: the device ran out of memory (the message names what helps).
+        """
+        inputs = inputs.to(self.device, self.dtype)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        try:
+            return self._forward(inputs, refiner_scale=float(refiner_scale))
+        except torch.OutOfMemoryError as exc:
+            raise self._out_of_memory(inputs.shape[0]) from exc
+
+    def _out_of_memory(self, batch: int) -> OutOfDeviceMemoryError:
+        helps = [] if self.low_memory else ["--low-vram (low_memory=True)"]
+        if batch > 1:
+            helps.append("--batch-size 1")
+        helps.append(f"a smaller --img-size than {self.img_size}")
+        return OutOfDeviceMemoryError(
+            f"{self.device} ran out of memory keying {batch} frame(s) at {self.img_size} px: "
+            f"use {' or '.join(helps)}"
+        )
 
     @torch.inference_mode()
     def process_tensors(
@@ -137,18 +179,48 @@ class CorridorKeyEngine:
         *,
         refiner_scale: float = 1.0,
         input_is_linear: bool = False,
+        outputs: Collection[str] | None = None,
+        clock: StageClock | None = None,
         **overrides: Any,
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """:meth:`process_frame`, but the outputs stay ``[B, C, H, W]`` float32 tensors on the engine's
-        device; also returns whether the input was batched."""
+        device; also returns whether the input was batched. ``clock`` gets a mark after each stage."""
         options = options if options is not None else self.post_defaults
         options = replace(options, **overrides) if overrides else options
+        if clock is not None:
+            clock.mark("start")
         rgb, hint, batched = to_batch(image, mask, self.device)
         height, width = rgb.shape[-2:]
         inputs = model_input(rgb, hint, self.img_size, input_is_linear=input_is_linear, dtype=self.dtype)
         del rgb, hint
+        if clock is not None:
+            clock.mark("upload")
         prediction = self.predict(inputs, refiner_scale)
-        return postprocess(prediction["alpha"], prediction["fg"], height, width, options), batched
+        del inputs
+        if clock is not None:
+            clock.mark("model")
+        alpha, fg = prediction["alpha"], prediction["fg"]
+        try:
+            result = postprocess(alpha, fg, height, width, options, outputs=outputs)
+        except torch.OutOfMemoryError as exc:
+            raise self._out_of_memory(alpha.shape[0]) from exc
+        if clock is not None:
+            clock.mark("post")
+        return result, batched
+
+    def submit(
+        self,
+        image: Array,
+        mask: Array,
+        options: PostProcessOptions | None = None,
+        *,
+        clock: StageClock | None = None,
+        **keywords: Any,
+    ) -> PendingDownload:
+        """:meth:`process_frame` without waiting for the outputs to reach the host: on CUDA the copies run
+        on a side stream while the caller submits the next frame; ``.result()`` returns the arrays."""
+        outputs, batched = self.process_tensors(image, mask, options, clock=clock, **keywords)
+        return start_download(outputs, batched, clock)
 
     def process_frame(
         self, image: Array, mask: Array, options: PostProcessOptions | None = None, **keywords: Any
@@ -172,13 +244,14 @@ class CorridorKeyEngine:
         defaults (its OpenCV path; see docs/engine.md for the few differences).
 
         Keywords (those of :meth:`process_tensors`): ``refiner_scale`` multiplies the CNN refiner's
-        corrections (0 = coarse prediction only, default 1); ``input_is_linear`` (default False); any field
-        of :class:`PostProcessOptions`. The post-processing settings are that one value (``options``,
-        default its defaults); keywords named like its fields replace them, so ``process_frame(image, hint,
-        despill_strength=0.5)`` works as well.
+        corrections (0 = coarse prediction only, default 1); ``input_is_linear`` (default False);
+        ``outputs``: the names of the outputs to compute (default all; only the work they need is done
+        and only they are copied back); any field of :class:`PostProcessOptions`. The post-processing
+        settings are that one value (``options``, default its defaults); keywords named like its fields
+        replace them, so ``process_frame(image, hint, despill_strength=0.5)`` works as well.
+        On CUDA the outputs come back through pinned memory (see :meth:`submit`).
         """
-        outputs, batched = self.process_tensors(image, mask, options, **keywords)
-        return to_numpy(outputs, batched)
+        return self.submit(image, mask, options, **keywords).result()
 
 
 def load_engine(
@@ -186,6 +259,44 @@ def load_engine(
 ) -> CorridorKeyEngine:
     """``CorridorKeyEngine(checkpoint_dir, **kwargs)``: the engine, ready to key frames."""
     return CorridorKeyEngine(checkpoint_dir, **kwargs)
+
+
+LOW_MEMORY_TILE = 256
+"""The refiner's tile (pixels a side) in the low-memory mode."""
+LOW_MEMORY_MARGIN = 1.25
+"""``low_memory="auto"`` keeps the whole-image path when the free memory is at least this many times what a
+frame's activations need (the rest is for cuDNN's workspaces and the allocator)."""
+
+
+def _check_low_memory(low_memory: bool | str) -> None:
+    if not isinstance(low_memory, bool) and low_memory != "auto":
+        raise ConfigError(f"low_memory must be True, False or 'auto', got {low_memory!r}")
+
+
+def _choose_low_memory(
+    low_memory: bool | str, device: torch.device, config: GreenFormerConfig, dtype: torch.dtype
+) -> bool:
+    """``low_memory`` as a decision: ``"auto"`` compares the free CUDA memory with one frame's activation
+    peak (counted on the meta device, :func:`~corridorkey_engine.model.memory.activation_peak`)."""
+    if low_memory != "auto":
+        return bool(low_memory)
+    if device.type != "cuda":
+        return False
+    from .model.memory import GIB, activation_peak
+
+    free, _ = torch.cuda.mem_get_info(device)
+    need = activation_peak(config, dtype=dtype) * LOW_MEMORY_MARGIN
+    if free >= need:
+        return False
+    logger.warning(
+        "low-memory mode: %.2f GiB free on %s, a frame at %d px needs about %.2f GiB (--low-vram is chosen "
+        "for you; same output, the refiner runs in tiles)",
+        free / GIB,
+        device,
+        config.img_size,
+        need / GIB,
+    )
+    return True
 
 
 def _compile_backend(compile: bool | str) -> str | None:

@@ -36,6 +36,10 @@ class DeviceUnavailableError(CorridorKeyError, RuntimeError):
     """The requested device does not exist in this PyTorch build or on this machine."""
 
 
+class OutOfDeviceMemoryError(CorridorKeyError, RuntimeError):
+    """The device ran out of memory keying a frame; the message names the settings that need less."""
+
+
 class CheckpointMismatchError(CorridorKeyError, CheckpointLoadError):
     """The checkpoint's tensors do not fit the GreenFormer the config describes (a
     :class:`ckpt_formats.CheckpointLoadError`, so one ``except CheckpointError`` covers loading)."""

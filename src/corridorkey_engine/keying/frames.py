@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,6 +193,22 @@ def resize_lanczos(
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device)
 
 
+ENGINE_OUTPUTS = ("alpha", "fg", "processed", "comp")
+"""What :func:`postprocess` can compute, by the names of :meth:`CorridorKeyEngine.process_frame`'s result."""
+
+
+def selected_outputs(options: PostProcessOptions, outputs: Collection[str] | None) -> tuple[str, ...]:
+    """The outputs to compute: ``outputs`` if given (checked), else every one (``comp`` only with
+    ``options.generate_comp``)."""
+    if outputs is None:
+        return ENGINE_OUTPUTS if options.generate_comp else ENGINE_OUTPUTS[:3]
+    chosen = tuple(dict.fromkeys(outputs))
+    unknown = [name for name in chosen if name not in ENGINE_OUTPUTS]
+    if unknown or not chosen:
+        raise ValueError(f"outputs must be a non-empty subset of {list(ENGINE_OUTPUTS)}, got {list(outputs)}")
+    return chosen
+
+
 def postprocess(
     alpha: torch.Tensor,
     fg: torch.Tensor,
@@ -200,6 +217,7 @@ def postprocess(
     options: PostProcessOptions,
     *,
     tensor_path: bool | None = None,
+    outputs: Collection[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The model's ``alpha`` / ``fg`` (any size) -> the outputs at ``height × width``, float32 ``[B,C,H,W]``:
     ``alpha`` (linear), ``fg`` (straight sRGB), ``processed`` (linear premultiplied RGBA after despeckle and
@@ -209,22 +227,32 @@ def postprocess(
     (:func:`~corridorkey_engine.keying.despeckle.despeckle`), despill on the screen's channel, sRGB to linear,
     premultiply, and the preview composited in linear light. ``tensor_path`` (default: on CUDA) does the
     same with tensor operations on the device; otherwise the resize and despeckle run on the host with
-    OpenCV.
+    OpenCV. ``outputs`` (names of :data:`ENGINE_OUTPUTS`; default all, ``comp`` per ``generate_comp``):
+    only those are computed, and only the work they need is done (a matte alone is one resize).
     """
+    wanted = selected_outputs(options, outputs)
     if tensor_path is None:
         tensor_path = alpha.device.type == "cuda"
     alpha = resize_lanczos(alpha.float(), height, width, tensor_path=tensor_path)
+    out = {"alpha": alpha} if "alpha" in wanted else {}
+    if wanted == ("alpha",):
+        return out
     fg = resize_lanczos(fg.float(), height, width, tensor_path=tensor_path)
+    if "fg" in wanted:
+        out["fg"] = fg
+    if "processed" not in wanted and "comp" not in wanted:
+        return out
     matte = alpha
     if options.auto_despeckle:
         matte = despeckle(alpha, options.despeckle_size, tensor_path=tensor_path)
     fg_linear = color.srgb_to_linear(color.despill(fg, options.despill_strength, options.screen_color))
-    out = {"alpha": alpha, "fg": fg, "processed": torch.cat([fg_linear * matte, matte], dim=1)}
-    if options.generate_comp:
+    if "processed" in wanted:
+        out["processed"] = torch.cat([fg_linear * matte, matte], dim=1)
+    if "comp" in wanted:
         square = options.checker_size or color.checker_size_for(height, width)
         background = color.srgb_to_linear(color.checkerboard(height, width, square, device=alpha.device))
         out["comp"] = color.linear_to_srgb(color.composite_over(fg_linear, matte, background))
-    return out
+    return {name: out[name] for name in wanted}
 
 
 def to_numpy(outputs: dict[str, torch.Tensor], batched: bool) -> dict[str, np.ndarray]:

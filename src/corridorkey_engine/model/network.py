@@ -13,9 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GreenFormerConfig
+from .refiner import REFINER_OUTPUT_SCALE, CNNRefiner, RefinerBlock
 
-REFINER_OUTPUT_SCALE = 10.0
-"""The refiner predicts small values; its logit corrections are its output times this."""
+__all__ = [
+    "REFINER_OUTPUT_SCALE",
+    "CNNRefiner",
+    "DecoderHead",
+    "GreenFormer",
+    "LinearProjection",
+    "RefinerBlock",
+    "build_greenformer",
+]
 
 
 class LinearProjection(nn.Module):
@@ -49,60 +57,32 @@ class DecoderHead(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(dim, out_channels, kernel_size=1)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Four ``[B, C_i, H_i, W_i]`` stage outputs -> logits ``[B, out, H_1, W_1]``."""
+    def forward(self, features: list[torch.Tensor], *, in_parts: bool = False) -> torch.Tensor:
+        """Four ``[B, C_i, H_i, W_i]`` stage outputs -> logits ``[B, out, H_1, W_1]``.
+
+        ``in_parts``: apply the fusing convolution to each projection as it is made and sum (the same
+        linear map, summed in another order) instead of concatenating all four first: a quarter of the
+        memory at the fusing step.
+        """
         c1, c2, c3, c4 = features
         size = c1.shape[2:]
-        projected = [
-            F.interpolate(layer(c), size=size, mode="bilinear", align_corners=False)
-            for layer, c in ((self.linear_c4, c4), (self.linear_c3, c3), (self.linear_c2, c2))
-        ]
-        projected.append(self.linear_c1(c1))
-        fused = self.relu(self.bn(self.linear_fuse(torch.cat(projected, dim=1))))
+        stages = ((self.linear_c4, c4), (self.linear_c3, c3), (self.linear_c2, c2), (self.linear_c1, c1))
+
+        def project(layer: LinearProjection, c: torch.Tensor) -> torch.Tensor:
+            out = layer(c)
+            if out.shape[2:] != size:
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            return out
+
+        if in_parts:
+            parts = self.linear_fuse.weight.split(self.linear_fuse.in_channels // 4, dim=1)
+            fused = F.conv2d(project(*stages[0]), parts[0])
+            for (layer, c), weight in zip(stages[1:], parts[1:], strict=True):
+                fused.add_(F.conv2d(project(layer, c), weight))
+        else:
+            fused = self.linear_fuse(torch.cat([project(layer, c) for layer, c in stages], dim=1))
+        fused = self.relu(self.bn(fused))
         return self.classifier(self.dropout(fused))
-
-
-class RefinerBlock(nn.Module):
-    """A residual block of two dilated 3×3 convolutions with GroupNorm(8)."""
-
-    def __init__(self, channels: int, dilation: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=dilation, dilation=dilation)
-        self.gn1 = nn.GroupNorm(8, channels)
-        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=dilation, dilation=dilation)
-        self.gn2 = nn.GroupNorm(8, channels)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.gn1(self.conv1(x)))
-        out = self.gn2(self.conv2(out))
-        return self.relu(out + x)
-
-
-class CNNRefiner(nn.Module):
-    """Full-resolution correction of the coarse logits from the image and the coarse predictions.
-
-    Input: normalised RGB (3) + coarse sigmoid alpha (1) and foreground (3). Output: logit deltas for
-    alpha (1) and foreground (3), already scaled by :data:`REFINER_OUTPUT_SCALE`.
-    """
-
-    def __init__(self, in_channels: int = 7, channels: int = 64, out_channels: int = 4) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
-            nn.GroupNorm(8, channels),
-            nn.ReLU(inplace=True),
-        )
-        self.res1 = RefinerBlock(channels, dilation=1)
-        self.res2 = RefinerBlock(channels, dilation=2)
-        self.res3 = RefinerBlock(channels, dilation=4)
-        self.res4 = RefinerBlock(channels, dilation=8)
-        self.final = nn.Conv2d(channels, out_channels, kernel_size=1)
-
-    def forward(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        x = self.stem(torch.cat([rgb, coarse], dim=1))
-        x = self.res4(self.res3(self.res2(self.res1(x))))
-        return self.final(x) * REFINER_OUTPUT_SCALE
 
 
 class GreenFormer(nn.Module):
@@ -135,14 +115,27 @@ class GreenFormer(nn.Module):
         self.fg_decoder = DecoderHead(stage_channels, config.decoder_dim, out_channels=3)
         self.refiner = CNNRefiner(in_channels=3 + 4, channels=config.refiner_channels, out_channels=4)
 
+    refiner_tile: int | None = None
+    """None: the refiner runs on the whole image; a number: the low-memory mode, the refiner in tiles of
+    that many pixels (the same result, see :mod:`.refiner`) and the decoders fused in parts."""
+
     def forward(self, x: torch.Tensor, refiner_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """``refiner_scale`` multiplies the refiner's corrections (0 = coarse prediction only)."""
         size = x.shape[2:]
+        low_memory = self.refiner_tile is not None and not torch.is_grad_enabled()
         features = self.encoder(x)
-        logits = torch.cat([self.alpha_decoder(features), self.fg_decoder(features)], dim=1)
+        logits = torch.cat(
+            [
+                self.alpha_decoder(features, in_parts=low_memory),
+                self.fg_decoder(features, in_parts=low_memory),
+            ],
+            dim=1,
+        )
+        del features  # the encoder's outputs are dead: free them before the full-resolution refiner
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if refiner_scale != 0.0:
-            delta = self.refiner(x[:, :3], torch.sigmoid(logits))
+            tile = self.refiner_tile if low_memory else None
+            delta = self.refiner(x[:, :3], torch.sigmoid(logits), tile=tile)
             logits = logits + delta * refiner_scale if refiner_scale != 1.0 else logits + delta
         probs = torch.sigmoid(logits)
         return {"alpha": probs[:, :1], "fg": probs[:, 1:]}
