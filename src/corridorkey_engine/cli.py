@@ -17,7 +17,7 @@ from typing import Any
 
 from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
 
-from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads
+from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads, default_write_threads
 from .errors import CliError, CorridorKeyError
 from .model.source import PUBLISHED_MODELS, CheckpointSource
 
@@ -64,7 +64,14 @@ def _load_engine(args: argparse.Namespace, source: CheckpointSource) -> Any:
 
     try:
         return load_engine(
-            source, device=args.device, precision=args.precision, img_size=args.img_size, compile=args.compile
+            source,
+            device=args.device,
+            precision=args.precision,
+            img_size=args.img_size,
+            compile=args.compile or args.compile_mode is not None,
+            compile_mode=args.compile_mode,
+            low_memory=args.low_memory,
+            channels_last=args.channels_last,
         )
     except (CheckpointNotFoundError, CheckpointDownloadError) as exc:
         raise CliError(_checkpoint_advice(str(exc), source)) from exc
@@ -98,6 +105,7 @@ def _key_clips(
     frame is keyed. Returns 1 when any clip failed."""
     from .clips.fingerprint import model_settings, program_version
     from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
+    from .clips.stages import StageTimes
     from .device import resolve_device
 
     clips, failed = prepare_clips(args, roots, opts, output)
@@ -127,6 +135,7 @@ def _key_clips(
 
     bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
     keyed = 0
+    stages = StageTimes(device=str(engine.device))
     lines: list[str] = []
     errors: list[BaseException] = []
     start = time.perf_counter()
@@ -139,6 +148,7 @@ def _key_clips(
                     begin_clip(clip, opts, todo)
                     result = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
                     keyed += result.keyed
+                    stages.merge(result.stages)
                 movie = finish_clip(clip, opts)
             except (CorridorKeyError, OSError) as exc:
                 errors.append(exc)  # reported under the progress bar, once it is closed
@@ -167,6 +177,8 @@ def _key_clips(
             f"{fps:.2f} frames/s (model load {load_s:.1f} s)" + (f"; {failed} failed" if failed else "")
         )
         print(engine.describe())
+        if args.verbose:
+            print(stages.line())
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
@@ -338,7 +350,8 @@ def key_options(args: argparse.Namespace) -> Any:
     from .clips.outputs import parse_format_spec
     from .clips.pipeline import KeyOptions
 
-    threads = args.io_threads or default_io_threads()
+    readers = args.io_threads or default_io_threads()
+    writers = args.io_threads or default_write_threads()
     formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
     if args.comp_video and "comp" not in args.outputs:
         raise CliError("--comp-video is made from the comp output: add comp to --outputs")
@@ -347,8 +360,8 @@ def key_options(args: argparse.Namespace) -> Any:
         args,
         post=post_options(args),
         exr_half=args.exr_dtype == "half",
-        read_threads=threads,
-        write_threads=threads,
+        read_threads=readers,
+        write_threads=writers,
         formats={k: v for k, v in formats.items() if k in args.outputs},
         frames=FrameSelection.parse(args.frames, args.max_frames),
     )

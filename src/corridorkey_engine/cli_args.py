@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .model.config import COMPILE_MODES
 from .model.source import CHECKPOINT_DIR_ENV, PUBLISHED_MODELS, SCREEN_COLORS
 
 PROG = "corridorkey"
@@ -63,6 +64,12 @@ def default_io_threads() -> int:
     """Reader (and writer) threads: half the CPU cores, at least 2, at most 8. Writing a 4K frame's four
     outputs takes about a CPU-second, so a fast GPU needs several writers to never wait."""
     return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def default_write_threads() -> int:
+    """Writer threads: one per CPU core (at least 2, at most 16): encoding four 1080p EXR/PNG outputs is
+    CPU work that can take longer than the GPU's frame."""
+    return max(2, min(16, os.cpu_count() or 2))
 
 
 def _outputs_arg(text: str) -> tuple[str, ...]:
@@ -188,6 +195,22 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         dest="compile",
         metavar="BACKEND",
         help="torch.compile with this backend (implies --compile; default inductor): e.g. cudagraphs, eager",
+    )
+    g.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile mode (implies --compile; default: default); compiled kernels are cached per user",
+    )
+    g.add_argument(
+        "--low-vram",
+        dest="low_memory",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="low-memory mode: the same output in under half the GPU memory, a little slower "
+        "(default: chosen from the free GPU memory)",
+    )
+    g.add_argument(
+        "--channels-last", action="store_true", help="run the refiner in the channels_last memory layout"
     )
     g.add_argument(
         "--safe-only",
@@ -351,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_choice_options(demo)
     demo.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="frames per call")
-    demo.set_defaults(img_size=None, compile=False, safe_only=None, io_threads=None)
+    demo.set_defaults(
+        img_size=None,
+        compile=False,
+        compile_mode=None,
+        low_memory="auto",
+        channels_last=False,
+        safe_only=None,
+        io_threads=None,
+    )
     _add_common(demo)
     return parser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from .device import resolve_device, resolve_dtype
 from .errors import ConfigError, OutOfDeviceMemoryError
 from .keying.frames import Array, PostProcessOptions, model_input, postprocess, to_batch
 from .keying.transfer import PendingDownload, StageClock, start_download
+from .model.compiling import check_compile_mode, compile_backend, compile_model
 from .model.config import GreenFormerConfig
 from .model.loading import LoadedModel, LoadReport, load_greenformer
 from .model.network import GreenFormer
@@ -51,6 +52,9 @@ class CorridorKeyEngine:
             (default): on CUDA, on when the free memory is less than a frame's activations need (with a
             log line), else off.
         channels_last: run the refiner's convolutions in the ``channels_last`` memory layout.
+        compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`~.model.compiling.COMPILE_MODES`;
+            default ``"default"``); inductor's compiled kernels are cached per user, so a second run starts
+            fast (:mod:`corridorkey_engine.model.compiling`).
         screen_color: ``"green"`` or ``"blue"``: the screen the frames are shot on. It chooses the checkpoint
             (file names containing ``blue`` are the blue-screen model: the only candidates for blue, never
             for green; without a folder, the published model of that colour) and is the default of the
@@ -74,6 +78,7 @@ class CorridorKeyEngine:
         screen_color: str | None = None,
         low_memory: bool | str = "auto",
         channels_last: bool = False,
+        compile_mode: str | None = None,
         **source_options: Any,
     ) -> None:
         if screen_color is not None:
@@ -82,12 +87,11 @@ class CorridorKeyEngine:
         self.post_defaults = PostProcessOptions(screen_color=source.screen_color)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, precision)
-        backend = _compile_backend(compile)
-        _check_low_memory(low_memory)
+        runtime = _Runtime.checked(compile, compile_mode, low_memory, channels_last)
         loaded = load_greenformer(
             source, device=self.device, dtype=self.dtype, config=config, img_size=img_size, strict=strict
         )
-        self._setup(loaded, backend, low_memory=low_memory, channels_last=channels_last)
+        self._setup(loaded, runtime)
 
     @classmethod
     def from_model(
@@ -100,34 +104,40 @@ class CorridorKeyEngine:
         screen_color: str = "green",
         low_memory: bool | str = "auto",
         channels_last: bool = False,
+        compile_mode: str | None = None,
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
         engine = cls.__new__(cls)
         engine.post_defaults = PostProcessOptions(screen_color=screen_color)
         engine.device = resolve_device(device)
         engine.dtype = resolve_dtype(engine.device, precision)
-        backend = _compile_backend(compile)
-        _check_low_memory(low_memory)
+        runtime = _Runtime.checked(compile, compile_mode, low_memory, channels_last)
         model = model.to(device=engine.device, dtype=engine.dtype).eval().requires_grad_(False)
-        loaded = LoadedModel(model, model.config, LoadReport())
-        engine._setup(loaded, backend, low_memory=low_memory, channels_last=channels_last)
+        engine._setup(LoadedModel(model, model.config, LoadReport()), runtime)
         return engine
 
-    def _setup(
-        self, loaded: LoadedModel, backend: str | None, *, low_memory: bool | str, channels_last: bool
-    ) -> None:
+    def _setup(self, loaded: LoadedModel, runtime: _Runtime) -> None:
         self.model: GreenFormer = loaded.model
         self.config: GreenFormerConfig = loaded.config
         self.load_report: LoadReport = loaded.report
         self.checkpoint: ResolvedCheckpoint | None = loaded.checkpoint  # .path, .format.name, .metadata
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-        if channels_last:
+        self.channels_last = runtime.channels_last
+        if self.channels_last:
             self.model.refiner.to(memory_format=torch.channels_last)
-        self.channels_last = channels_last
-        self.low_memory = _choose_low_memory(low_memory, self.device, self.config, self.dtype)
+        self.low_memory = _choose_low_memory(runtime.low_memory, self.device, self.config, self.dtype)
         self.model.refiner_tile = LOW_MEMORY_TILE if self.low_memory else None
-        self._forward = torch.compile(self.model, backend=backend) if backend else self.model
+        self._forward: Any = self.model
+        if runtime.backend is not None:
+            self._forward = compile_model(
+                self.model,
+                runtime.backend,
+                runtime.mode,
+                device=self.device,
+                dtype=self.dtype,
+                img_size=self.img_size,
+            )
 
     @property
     def screen_color(self) -> str:
@@ -268,9 +278,22 @@ LOW_MEMORY_MARGIN = 1.25
 frame's activations need (the rest is for cuDNN's workspaces and the allocator)."""
 
 
-def _check_low_memory(low_memory: bool | str) -> None:
-    if not isinstance(low_memory, bool) and low_memory != "auto":
-        raise ConfigError(f"low_memory must be True, False or 'auto', got {low_memory!r}")
+@dataclass(frozen=True)
+class _Runtime:
+    """How the loaded model runs (the engine's arguments beyond the checkpoint), checked before loading."""
+
+    backend: str | None
+    mode: str | None
+    low_memory: bool | str
+    channels_last: bool
+
+    @classmethod
+    def checked(
+        cls, compile: bool | str, mode: str | None, low_memory: bool | str, channels_last: bool
+    ) -> _Runtime:
+        if not isinstance(low_memory, bool) and low_memory != "auto":
+            raise ConfigError(f"low_memory must be True, False or 'auto', got {low_memory!r}")
+        return cls(compile_backend(compile), check_compile_mode(mode), low_memory, bool(channels_last))
 
 
 def _choose_low_memory(
@@ -297,20 +320,3 @@ def _choose_low_memory(
         need / GIB,
     )
     return True
-
-
-def _compile_backend(compile: bool | str) -> str | None:
-    """The ``torch.compile`` backend ``compile`` names (True: torch's default), checked before any loading.
-
-    Raises:
-        ConfigError: torch knows no such backend.
-    """
-    if not compile:
-        return None
-    backend = "inductor" if compile is True else str(compile)
-    try:
-        torch.compile(torch.nn.Identity(), backend=backend)  # lazy: only looks the backend up
-    except torch._dynamo.exc.InvalidBackend as exc:
-        known = ", ".join(torch._dynamo.list_backends(exclude_tags=()))
-        raise ConfigError(f"unknown torch.compile backend {backend!r}: use one of {known}") from exc
-    return backend

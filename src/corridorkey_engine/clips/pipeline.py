@@ -3,7 +3,11 @@
 Frames are read and decoded by a small pool of background threads (a bounded look-ahead, in order), the
 engine runs on the calling thread, and every output file is encoded and written by another pool (bounded, so
 memory stays flat). On CUDA the decoded frames are put in pinned memory so the host-to-device copy can run
-without blocking. Outputs are written atomically (see :func:`ckpt_formats.atomic.atomic_write`): a frame
+without blocking, and one frame is always in flight: frame N+1 is submitted to the GPU before frame N's
+outputs are collected, so N's download (pinned memory, a copy stream: ``keying.transfer``) overlaps N+1's
+model. Only the outputs being written are computed and copied. Each stage's time is kept
+(:class:`~corridorkey_engine.clips.stages.StageTimes`, ``ClipResult.stages``). Outputs are written
+atomically (see :func:`ckpt_formats.atomic.atomic_write`): a frame
 whose outputs all exist and are whole is skipped on the next run, so an interrupted run resumes where it
 stopped.
 
@@ -31,6 +35,7 @@ from .outputs import OUTPUTS, write_output
 from .pixels import as_mask, as_rgb
 from .planning import Clip, KeyOptions, begin_clip, finish_clip, plan_frames, prepare_clip, size_message
 from .sequences import FrameReader
+from .stages import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +61,20 @@ class FrameEngine(Protocol):
     ) -> dict[str, np.ndarray]: ...
 
 
+ENGINE_NAMES = {"matte": "alpha", "fg": "fg", "processed": "processed", "comp": "comp"}
+"""Each clip output (``--outputs``) by the name of the engine's result it is written from."""
+
+
 @dataclass
 class ClipResult:
-    """What :func:`key_clip` did: frames keyed and skipped, wall time."""
+    """What :func:`key_clip` did: frames keyed and skipped, wall time, time per stage."""
 
     clip: Clip
     keyed: int = 0
     skipped: int = 0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 LoadedFrame = tuple[int, Any, Any]
@@ -74,9 +84,10 @@ LoadedFrame = tuple[int, Any, Any]
 class _Loader:
     """Reads frame ``i`` of a clip (input and hint) in a worker thread; raises FrameIOError/ClipError."""
 
-    def __init__(self, clip: Clip, opts: KeyOptions) -> None:
+    def __init__(self, clip: Clip, opts: KeyOptions, stages: StageTimes | None = None) -> None:
         self.clip = clip
         self.opts = opts
+        self.stages = stages
         self.inputs = FrameReader(clip.input)
         self.hints = FrameReader(clip.hint) if clip.hint is not None else None
 
@@ -85,6 +96,14 @@ class _Loader:
         return self.clip.input.is_video or (self.clip.hint is not None and self.clip.hint.is_video)
 
     def __call__(self, index: int) -> LoadedFrame:
+        start = time.perf_counter()
+        try:
+            return self._load(index)
+        finally:
+            if self.stages is not None:
+                self.stages.add("read", (time.perf_counter() - start) * 1000.0)
+
+    def _load(self, index: int) -> LoadedFrame:
         image = as_rgb(self.inputs.read(index))
         if self.hints is None:
             mask = chroma_hint(image, self.opts.post.screen_color)
@@ -123,46 +142,110 @@ def engine_kwargs(clip: Clip, opts: KeyOptions) -> dict[str, Any]:
         "options": replace(opts.post, generate_comp="comp" in opts.outputs),
         "input_is_linear": clip.input_is_linear,
         "refiner_scale": opts.refiner_scale,
+        "outputs": tuple(ENGINE_NAMES[name] for name in opts.outputs),
     }
 
 
-def key_batches(
-    engine: FrameEngine, clip: Clip, opts: KeyOptions, frames: Iterable[LoadedFrame]
-) -> Iterator[tuple[list[int], list[dict[str, np.ndarray]]]]:
-    """Key ``frames`` of ``clip`` in order, ``opts.batch_size`` per engine call (a frame of another size
-    ends a batch early); yields each batch's frame indices and per-frame outputs. The one keying loop of
-    local runs (:func:`key_clip`) and Ray runs (``clips.ray_stages``): both batch frames alike, so agree."""
-    kwargs = engine_kwargs(clip, opts)
-
-    def run(batch: list[LoadedFrame]) -> tuple[list[int], list[dict[str, np.ndarray]]]:
-        if len(batch) == 1:
-            return [batch[0][0]], [engine.process_frame(batch[0][1], batch[0][2], **kwargs)]
-        out = engine.process_frame(_stack([b[1] for b in batch]), _stack([b[2] for b in batch]), **kwargs)
-        return [b[0] for b in batch], [{k: v[j] for k, v in out.items()} for j in range(len(batch))]
-
+def _batches(frames: Iterable[LoadedFrame], size: int) -> Iterator[list[LoadedFrame]]:
+    """``frames`` in batches of ``size`` (a frame of another size ends a batch early)."""
     batch: list[LoadedFrame] = []
     for item in frames:
         if batch and tuple(batch[0][1].shape) != tuple(item[1].shape):
-            yield run(batch)
+            yield batch
             batch = []
         batch.append(item)
-        if len(batch) >= opts.batch_size:
-            yield run(batch)
+        if len(batch) >= size:
+            yield batch
             batch = []
     if batch:
-        yield run(batch)
+        yield batch
+
+
+class _Submitted:
+    """A batch handed to the engine: its frames' indices and what gives its outputs."""
+
+    def __init__(self, engine: FrameEngine, batch: list[LoadedFrame], kwargs: dict[str, Any]) -> None:
+        self.indices = [b[0] for b in batch]
+        image = batch[0][1] if len(batch) == 1 else _stack([b[1] for b in batch])
+        mask = batch[0][2] if len(batch) == 1 else _stack([b[2] for b in batch])
+        self.clock = None
+        submit = getattr(engine, "submit", None)
+        if submit is None:  # an engine with process_frame only (the FrameEngine protocol)
+            self.pending = None
+            self.outputs = engine.process_frame(image, mask, **kwargs)
+            return
+        from ..keying.transfer import StageClock
+
+        self.clock = StageClock(engine.device)  # type: ignore[attr-defined]
+        self.pending = submit(image, mask, clock=self.clock, **kwargs)
+
+    def result(self, stages: StageTimes | None) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+        out = self.outputs if self.pending is None else self.pending.result()
+        if stages is not None and self.clock is not None:
+            stages.add_all(self.clock.durations(), len(self.indices))
+        if len(self.indices) == 1:
+            return self.indices, [out]
+        return self.indices, [{k: v[j] for k, v in out.items()} for j in range(len(self.indices))]
+
+
+def key_batches(
+    engine: FrameEngine,
+    clip: Clip,
+    opts: KeyOptions,
+    frames: Iterable[LoadedFrame],
+    stages: StageTimes | None = None,
+) -> Iterator[tuple[list[int], list[dict[str, np.ndarray]]]]:
+    """Key ``frames`` of ``clip`` in order, ``opts.batch_size`` per engine call (a frame of another size
+    ends a batch early); yields each batch's frame indices and per-frame outputs. The one keying loop of
+    local runs (:func:`key_clip`) and Ray runs (``clips.ray_stages``): both batch frames alike, so agree.
+
+    With an engine that has ``submit`` (:class:`~corridorkey_engine.engine.CorridorKeyEngine`), batch N+1
+    is submitted before batch N's outputs are collected, so the device never waits for the host's copy of
+    a finished batch; if submitting fails, the batch before it is still yielded first. ``stages`` gets the
+    engine's stage times."""
+    kwargs = engine_kwargs(clip, opts)
+    in_flight: _Submitted | None = None
+    for batch in _batches(frames, opts.batch_size):
+        try:
+            submitted = _Submitted(engine, batch, kwargs)
+        except BaseException:
+            if in_flight is not None:
+                yield in_flight.result(stages)  # computed before the failure: still written
+            raise
+        if in_flight is not None:
+            yield in_flight.result(stages)
+        in_flight = submitted
+    if in_flight is not None:
+        yield in_flight.result(stages)
 
 
 def write_frame(
-    writers: ThreadPoolExecutor, clip: Clip, opts: KeyOptions, index: int, outputs: dict[str, np.ndarray]
+    writers: ThreadPoolExecutor,
+    clip: Clip,
+    opts: KeyOptions,
+    index: int,
+    outputs: dict[str, np.ndarray],
+    stages: StageTimes | None = None,
 ) -> list[tuple[Path, Future[None]]]:
     """Start writing the selected outputs of frame ``index`` (atomically, on ``writers``); returns each
     file with the future that finishes it."""
     jobs = []
     for kind in opts.outputs:
         path = clip.output_path(kind, index)
-        jobs.append((path, writers.submit(write_output, path, kind, outputs, opts.filetype(kind))))
+        jobs.append((path, writers.submit(_write, path, kind, outputs, opts.filetype(kind), stages)))
     return jobs
+
+
+def _write(
+    path: Path, kind: str, outputs: dict[str, np.ndarray], filetype: Any, stages: StageTimes | None
+) -> None:
+    """:func:`write_output`, timed into ``stages`` (``write``)."""
+    start = time.perf_counter()
+    try:
+        write_output(path, kind, outputs, filetype)
+    finally:
+        if stages is not None:
+            stages.add("write", (time.perf_counter() - start) * 1000.0, 0)
 
 
 def key_clip(
@@ -181,10 +264,11 @@ def key_clip(
     start = time.perf_counter()
     todo = list(plan_frames(clip, opts) if frames is None else frames)
     result = ClipResult(clip, skipped=len(clip) - len(todo))
+    result.stages.device = str(getattr(engine, "device", "cpu"))
     if not todo:
         result.seconds = time.perf_counter() - start
         return result
-    loader = _Loader(clip, opts)
+    loader = _Loader(clip, opts, result.stages)
     readers = ThreadPoolExecutor(1 if loader.sequential else opts.read_threads, thread_name_prefix="ck-read")
     writers = ThreadPoolExecutor(opts.write_threads, thread_name_prefix="ck-write")
     lookahead = max(2, opts.batch_size * 2, opts.read_threads * 2)
@@ -207,9 +291,10 @@ def key_clip(
     try:
         for _ in range(lookahead):
             submit_read()
-        for indices, per_frame in key_batches(engine, clip, opts, loaded()):
+        for indices, per_frame in key_batches(engine, clip, opts, loaded(), result.stages):
             for index, frame_out in zip(indices, per_frame, strict=True):
-                for path, job in write_frame(writers, clip, opts, index, frame_out):
+                result.stages.add("write", 0.0)  # one frame written (its files' times add up below)
+                for path, job in write_frame(writers, clip, opts, index, frame_out, result.stages):
                     writes.append(job)
                     result.outputs.append(path)
                 while len(writes) > max_pending_writes:
@@ -228,5 +313,6 @@ def key_clip(
         writers.shutdown(wait=True)  # let every computed frame finish writing, whole
         loader.close()
         result.seconds = time.perf_counter() - start
+        result.stages.seconds = result.seconds
     log.info("%s: keyed %d, skipped %d, in %.1f s", clip.name, result.keyed, result.skipped, result.seconds)
     return result

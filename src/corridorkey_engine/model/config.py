@@ -106,5 +106,8 @@ class GreenFormerConfig:
         return CORRIDORKEY_V1 if text is None else cls.from_json(text)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+"""``torch.compile`` modes the engine accepts (see :mod:`corridorkey_engine.model.compiling`)."""
+
 CORRIDORKEY_V1 = GreenFormerConfig()
 """The architecture of the published CorridorKey v1.0 checkpoint (Hiera Base+, 2048 px)."""
