@@ -270,3 +270,26 @@ def test_out_of_memory_is_one_line_naming_what_helps(engine: CorridorKeyEngine, 
         f"cpu ran out of memory keying 2 frame(s) at {engine.img_size} px: use --low-vram (low_memory=True) "
         f"or --batch-size 1 or a smaller --img-size than {engine.img_size}"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        ([], "(float32)"),
+        (["--low-vram"], "(float32, low-memory)"),
+        (["--channels-last"], "(float32, channels_last)"),
+    ],
+)
+def test_low_vram_and_channels_last_flags_reach_the_engine(demo_clip, tmp_path, capsys, flags, shown) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        status = main(
+            ["infer", str(demo_clip), "--checkpoint-dir", str(bundled_checkpoint_dir()), "--device", "cpu",
+             "--output", str(tmp_path / "o"), "--outputs", "matte", *flags]
+        )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert status == 0
+    assert f"device cpu {shown}, checkpoint " in capsys.readouterr().out

@@ -145,10 +145,14 @@ class CorridorKeyEngine:
         return self.post_defaults.screen_color
 
     def describe(self) -> str:
-        """One line: the device, the dtype and the checkpoint (file and format) the engine runs."""
+        """One line: the device, the dtype (and the low-memory / channels_last modes when on) and the
+        checkpoint (file and format) the engine runs."""
         ckpt = self.checkpoint  # None for a model built in memory
         source = f"checkpoint {ckpt.path} ({ckpt.format.name})" if ckpt is not None else "model from memory"
-        return f"device {self.device} ({str(self.dtype).replace('torch.', '')}), {source}"
+        modes = [str(self.dtype).replace("torch.", "")]
+        modes += ["low-memory"] if self.low_memory else []
+        modes += ["channels_last"] if self.channels_last else []
+        return f"device {self.device} ({', '.join(modes)}), {source}"
 
     @property
     def img_size(self) -> int:
