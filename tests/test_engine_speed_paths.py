@@ -208,6 +208,7 @@ def test_low_memory_engine_gives_the_same_output(engine: CorridorKeyEngine) -> N
 
 
 def test_channels_last_gives_the_same_output(engine: CorridorKeyEngine) -> None:
+    assert not engine.channels_last  # auto: only on CUDA in half precision
     other = CorridorKeyEngine(bundled_checkpoint_dir(), device="cpu", channels_last=True)
     weight = other.model.refiner.res1.conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
@@ -220,6 +221,8 @@ def test_channels_last_gives_the_same_output(engine: CorridorKeyEngine) -> None:
 def test_bad_runtime_options_are_refused_before_loading(tmp_path) -> None:
     with pytest.raises(ConfigError, match="low_memory must be True, False or 'auto'"):
         CorridorKeyEngine(tmp_path, device="cpu", low_memory="sometimes")
+    with pytest.raises(ConfigError, match="channels_last must be True, False or 'auto', got 'yes'"):
+        CorridorKeyEngine(tmp_path, device="cpu", channels_last="yes")
     with pytest.raises(ConfigError, match="unknown compile mode 'fastest': use one of default, "):
         CorridorKeyEngine(tmp_path, device="cpu", compile=True, compile_mode="fastest")
 

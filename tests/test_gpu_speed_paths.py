@@ -77,3 +77,16 @@ def test_half_precision_alpha_is_within_1e_3_of_float32(precision: str) -> None:
     a = reference.process_frame(image, hint, outputs=("alpha",))["alpha"]
     b = half.process_frame(image, hint, outputs=("alpha",))["alpha"]
     assert float(np.mean(np.abs(a - b))) <= 1e-3
+
+
+def test_channels_last_is_the_default_in_half_precision_on_cuda() -> None:
+    half = CorridorKeyEngine(bundled_checkpoint_dir(), device="cuda")
+    full = CorridorKeyEngine(bundled_checkpoint_dir(), device="cuda", precision="float32")
+    off = CorridorKeyEngine(bundled_checkpoint_dir(), device="cuda", channels_last=False)
+    assert half.channels_last and not full.channels_last and not off.channels_last
+    weight = half.model.refiner.res1.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    image, hint = frame(256, 320, seed=5)
+    a = half.process_frame(image, hint, outputs=("alpha",))["alpha"]
+    b = off.process_frame(image, hint, outputs=("alpha",))["alpha"]
+    assert float(np.mean(np.abs(a - b))) <= 1e-3

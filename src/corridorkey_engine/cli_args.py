@@ -210,7 +210,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "(default: chosen from the free GPU memory)",
     )
     g.add_argument(
-        "--channels-last", action="store_true", help="run the refiner in the channels_last memory layout"
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="run the refiner in the channels_last memory layout (default: on CUDA in half precision)",
     )
     g.add_argument(
         "--safe-only",
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         compile=False,
         compile_mode=None,
         low_memory="auto",
-        channels_last=False,
+        channels_last="auto",
         safe_only=None,
         io_threads=None,
     )

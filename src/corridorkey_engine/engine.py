@@ -51,7 +51,9 @@ class CorridorKeyEngine:
             refiner runs in tiles, see :mod:`corridorkey_engine.model.refiner`): True, False, or ``"auto"``
             (default): on CUDA, on when the free memory is less than a frame's activations need (with a
             log line), else off.
-        channels_last: run the refiner's convolutions in the ``channels_last`` memory layout.
+        channels_last: run the refiner's convolutions in the ``channels_last`` memory layout: True, False or
+            ``"auto"`` (default): on CUDA in half precision, where cuDNN's tensor-core convolutions are NHWC
+            and a ``contiguous`` refiner pays a layout transpose around each of them.
         compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`~.model.compiling.COMPILE_MODES`;
             default ``"default"``); inductor's compiled kernels are cached per user, so a second run starts
             fast (:mod:`corridorkey_engine.model.compiling`).
@@ -77,7 +79,7 @@ class CorridorKeyEngine:
         compile: bool | str = False,
         screen_color: str | None = None,
         low_memory: bool | str = "auto",
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         compile_mode: str | None = None,
         **source_options: Any,
     ) -> None:
@@ -103,7 +105,7 @@ class CorridorKeyEngine:
         compile: bool | str = False,
         screen_color: str = "green",
         low_memory: bool | str = "auto",
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         compile_mode: str | None = None,
     ) -> CorridorKeyEngine:
         """An engine around a model already in memory (training, evaluation): moved to ``device``/dtype."""
@@ -124,6 +126,8 @@ class CorridorKeyEngine:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
         self.channels_last = runtime.channels_last
+        if self.channels_last == "auto":
+            self.channels_last = self.device.type == "cuda" and self.dtype != torch.float32
         if self.channels_last:
             self.model.refiner.to(memory_format=torch.channels_last)
         self.low_memory = _choose_low_memory(runtime.low_memory, self.device, self.config, self.dtype)
@@ -167,8 +171,6 @@ class CorridorKeyEngine:
             OutOfDeviceMemoryError: the device ran out of memory (the message names what helps).
         """
         inputs = inputs.to(self.device, self.dtype)
-        if self.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
         try:
             return self._forward(inputs, refiner_scale=float(refiner_scale))
         except torch.OutOfMemoryError as exc:
@@ -289,15 +291,16 @@ class _Runtime:
     backend: str | None
     mode: str | None
     low_memory: bool | str
-    channels_last: bool
+    channels_last: bool | str
 
     @classmethod
     def checked(
-        cls, compile: bool | str, mode: str | None, low_memory: bool | str, channels_last: bool
+        cls, compile: bool | str, mode: str | None, low_memory: bool | str, channels_last: bool | str
     ) -> _Runtime:
-        if not isinstance(low_memory, bool) and low_memory != "auto":
-            raise ConfigError(f"low_memory must be True, False or 'auto', got {low_memory!r}")
-        return cls(compile_backend(compile), check_compile_mode(mode), low_memory, bool(channels_last))
+        for name, value in (("low_memory", low_memory), ("channels_last", channels_last)):
+            if not isinstance(value, bool) and value != "auto":
+                raise ConfigError(f"{name} must be True, False or 'auto', got {value!r}")
+        return cls(compile_backend(compile), check_compile_mode(mode), low_memory, channels_last)
 
 
 def _choose_low_memory(

@@ -31,6 +31,7 @@ from .config import COMPILE_MODES
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "CORRIDORKEY_COMPILE_CACHE"
+_SET_BY_US: str | None = None  # the TORCHINDUCTOR_CACHE_DIR this module set (a user's own is left alone)
 
 
 def compile_backend(compile: bool | str) -> str | None:
@@ -86,11 +87,14 @@ def compile_model(
     img_size: int,
 ) -> Any:
     """``torch.compile(model, backend=..., mode=...)`` with inductor's caches in :func:`compile_cache_dir`
-    (unless ``TORCHINDUCTOR_CACHE_DIR`` is set)."""
-    if backend == "inductor" and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    (unless the user set ``TORCHINDUCTOR_CACHE_DIR``). Inductor reads that variable when it compiles, so the
+    process's later compilations use the folder of the latest engine."""
+    global _SET_BY_US
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if backend == "inductor" and (not current or current == _SET_BY_US):
         folder = compile_cache_dir(device, dtype, img_size)
         folder.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = _SET_BY_US = str(folder)
         import torch._inductor.config as inductor_config
 
         inductor_config.fx_graph_cache = True

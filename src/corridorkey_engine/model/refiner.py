@@ -89,6 +89,8 @@ class CNNRefiner(nn.Module):
         """The scaled corrections ``[B, out, H, W]``; ``tile``: compute in tiles of that many pixels a side
         (same result, far less memory: see the module's docstring)."""
         inputs = torch.cat([rgb, coarse], dim=1)
+        if self.stem[0].weight.is_contiguous(memory_format=torch.channels_last):
+            inputs = inputs.contiguous(memory_format=torch.channels_last)  # the layout its weights are in
         if tile is not None:
             return _TiledRefiner(self, inputs, tile).run()
         stem_conv, stem_norm = self.stem[0], self.stem[1]
@@ -182,6 +184,7 @@ class _TiledRefiner:
             moments.add(compute(region))
         return moments
 
+    @torch.compiler.disable  # a Python loop over tiles: run eagerly inside a compiled model
     def run(self) -> torch.Tensor:
         with torch.inference_mode():
             return self._run()
