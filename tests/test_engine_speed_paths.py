@@ -145,6 +145,35 @@ def test_a_failed_submission_still_yields_the_frame_before_it(engine, demo_clip,
     assert got == [([0], ["alpha"])]
 
 
+def test_an_unreadable_frame_still_lets_the_frames_before_it_be_keyed(engine, demo_clip, tmp_path) -> None:
+    """The next batch is read before the current one is submitted; when that read fails, the current
+    batch is still keyed and yielded, then the reader's error propagates."""
+    from corridorkey_engine.errors import FrameIOError
+
+    opts = KeyOptions(outputs=("matte",), overwrite=True)
+    clip = _clip(demo_clip, tmp_path, opts)
+    loader = pipeline._Loader(clip, opts)
+
+    def frames():
+        yield loader(0)
+        yield loader(1)
+        raise FrameIOError("frame_0002.png: cannot be read")
+
+    got = []
+    with pytest.raises(FrameIOError, match="frame_0002.png: cannot be read"):
+        for indices, _outputs in pipeline.key_batches(engine, clip, opts, frames()):
+            got.extend(indices)
+    assert got == [0, 1]
+
+
+def test_uploads_are_staged_only_for_pinned_tensors_on_cuda() -> None:
+    from corridorkey_engine.keying.transfer import start_upload
+
+    image, hint = frame(16, 16)
+    staged = start_upload((image, hint), torch.device("cpu"))
+    assert staged.ready is None and staged.take()[0] is image and staged.take()[1] is hint
+
+
 def test_writes_overlap_keying_and_only_written_outputs_are_computed(
     engine, demo_clip, tmp_path, monkeypatch
 ) -> None:

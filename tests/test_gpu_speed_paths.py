@@ -90,3 +90,13 @@ def test_channels_last_is_the_default_in_half_precision_on_cuda() -> None:
     a = half.process_frame(image, hint, outputs=("alpha",))["alpha"]
     b = off.process_frame(image, hint, outputs=("alpha",))["alpha"]
     assert float(np.mean(np.abs(a - b))) <= 1e-3
+
+
+def test_staged_upload_on_cuda_arrives_on_the_compute_stream() -> None:
+    from corridorkey_engine.keying.transfer import start_upload
+
+    image = torch.from_numpy(frame(64, 64)[0]).pin_memory()
+    staged = start_upload((image,), torch.device("cuda"))
+    assert staged.ready is not None
+    (moved,) = staged.take()
+    assert moved.device.type == "cuda" and torch.equal(moved.cpu(), image)

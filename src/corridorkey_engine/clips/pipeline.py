@@ -3,13 +3,13 @@
 Frames are read and decoded by a small pool of background threads (a bounded look-ahead, in order), the
 engine runs on the calling thread, and every output file is encoded and written by another pool (bounded, so
 memory stays flat). On CUDA the decoded frames are put in pinned memory so the host-to-device copy can run
-without blocking, and one frame is always in flight: frame N+1 is submitted to the GPU before frame N's
-outputs are collected, so N's download (pinned memory, a copy stream: ``keying.transfer``) overlaps N+1's
-model. Only the outputs being written are computed and copied. Each stage's time is kept
-(:class:`~corridorkey_engine.clips.stages.StageTimes`, ``ClipResult.stages``). Outputs are written
-atomically (see :func:`ckpt_formats.atomic.atomic_write`): a frame
-whose outputs all exist and are whole is skipped on the next run, so an interrupted run resumes where it
-stopped.
+without blocking, and one frame is always in flight (``clips.batches``): frame N+1 is uploaded while N is
+in the model and submitted before N's outputs are collected, so N's download (pinned memory, a copy
+stream: ``keying.transfer``) overlaps N+1's model. Only the outputs being written are computed and
+copied. Each stage's time is kept (:class:`~corridorkey_engine.clips.stages.StageTimes`,
+``ClipResult.stages``). Outputs are written atomically (see :func:`ckpt_formats.atomic.atomic_write`): a
+frame whose outputs all exist and are whole is skipped on the next run, so an interrupted run resumes where
+it stopped.
 
 Library code: reports through ``logging`` and exceptions (:class:`ClipError`,
 :class:`~corridorkey_engine.errors.FrameIOError`), never prints.
@@ -20,17 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..errors import ClipError
 from ..keying.chroma import chroma_hint
-from ..keying.frames import PostProcessOptions
+from .batches import ENGINE_NAMES, FrameEngine, LoadedFrame, engine_kwargs, key_batches
 from .outputs import OUTPUTS, write_output
 from .pixels import as_mask, as_rgb
 from .planning import Clip, KeyOptions, begin_clip, finish_clip, plan_frames, prepare_clip, size_message
@@ -40,29 +40,20 @@ from .stages import StageTimes
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ENGINE_NAMES",
     "OUTPUTS",
     "Clip",
     "ClipResult",
     "FrameEngine",
     "KeyOptions",
     "begin_clip",
+    "engine_kwargs",
     "finish_clip",
+    "key_batches",
     "key_clip",
     "plan_frames",
     "prepare_clip",
 ]
-
-
-class FrameEngine(Protocol):
-    """What the pipeline needs from an engine (:class:`corridorkey_engine.engine.CorridorKeyEngine`)."""
-
-    def process_frame(
-        self, image: Any, mask: Any, options: PostProcessOptions | None = None, **kwargs: Any
-    ) -> dict[str, np.ndarray]: ...
-
-
-ENGINE_NAMES = {"matte": "alpha", "fg": "fg", "processed": "processed", "comp": "comp"}
-"""Each clip output (``--outputs``) by the name of the engine's result it is written from."""
 
 
 @dataclass
@@ -75,10 +66,6 @@ class ClipResult:
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
     stages: StageTimes = field(default_factory=StageTimes)
-
-
-LoadedFrame = tuple[int, Any, Any]
-"""A frame ready to key: (index in the clip, image, mask), as :class:`_Loader` makes it."""
 
 
 class _Loader:
@@ -124,99 +111,6 @@ class _Loader:
         self.inputs.close()
         if self.hints is not None:
             self.hints.close()
-
-
-def _stack(items: list[Any]) -> Any:
-    """Stack frames into a batch; pinned tensors are stacked straight into a pinned buffer."""
-    if isinstance(items[0], np.ndarray):
-        return np.stack(items)
-    import torch
-
-    out = torch.empty((len(items), *items[0].shape), dtype=items[0].dtype, pin_memory=True)
-    return torch.stack(items, out=out)
-
-
-def engine_kwargs(clip: Clip, opts: KeyOptions) -> dict[str, Any]:
-    """The keyword arguments of ``engine.process_frame`` for ``clip`` keyed with ``opts``."""
-    return {
-        "options": replace(opts.post, generate_comp="comp" in opts.outputs),
-        "input_is_linear": clip.input_is_linear,
-        "refiner_scale": opts.refiner_scale,
-        "outputs": tuple(ENGINE_NAMES[name] for name in opts.outputs),
-    }
-
-
-def _batches(frames: Iterable[LoadedFrame], size: int) -> Iterator[list[LoadedFrame]]:
-    """``frames`` in batches of ``size`` (a frame of another size ends a batch early)."""
-    batch: list[LoadedFrame] = []
-    for item in frames:
-        if batch and tuple(batch[0][1].shape) != tuple(item[1].shape):
-            yield batch
-            batch = []
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class _Submitted:
-    """A batch handed to the engine: its frames' indices and what gives its outputs."""
-
-    def __init__(self, engine: FrameEngine, batch: list[LoadedFrame], kwargs: dict[str, Any]) -> None:
-        self.indices = [b[0] for b in batch]
-        image = batch[0][1] if len(batch) == 1 else _stack([b[1] for b in batch])
-        mask = batch[0][2] if len(batch) == 1 else _stack([b[2] for b in batch])
-        self.clock = None
-        submit = getattr(engine, "submit", None)
-        if submit is None:  # an engine with process_frame only (the FrameEngine protocol)
-            self.pending = None
-            self.outputs = engine.process_frame(image, mask, **kwargs)
-            return
-        from ..keying.transfer import StageClock
-
-        self.clock = StageClock(engine.device)  # type: ignore[attr-defined]
-        self.pending = submit(image, mask, clock=self.clock, **kwargs)
-
-    def result(self, stages: StageTimes | None) -> tuple[list[int], list[dict[str, np.ndarray]]]:
-        out = self.outputs if self.pending is None else self.pending.result()
-        if stages is not None and self.clock is not None:
-            stages.add_all(self.clock.durations(), len(self.indices))
-        if len(self.indices) == 1:
-            return self.indices, [out]
-        return self.indices, [{k: v[j] for k, v in out.items()} for j in range(len(self.indices))]
-
-
-def key_batches(
-    engine: FrameEngine,
-    clip: Clip,
-    opts: KeyOptions,
-    frames: Iterable[LoadedFrame],
-    stages: StageTimes | None = None,
-) -> Iterator[tuple[list[int], list[dict[str, np.ndarray]]]]:
-    """Key ``frames`` of ``clip`` in order, ``opts.batch_size`` per engine call (a frame of another size
-    ends a batch early); yields each batch's frame indices and per-frame outputs. The one keying loop of
-    local runs (:func:`key_clip`) and Ray runs (``clips.ray_stages``): both batch frames alike, so agree.
-
-    With an engine that has ``submit`` (:class:`~corridorkey_engine.engine.CorridorKeyEngine`), batch N+1
-    is submitted before batch N's outputs are collected, so the device never waits for the host's copy of
-    a finished batch; if submitting fails, the batch before it is still yielded first. ``stages`` gets the
-    engine's stage times."""
-    kwargs = engine_kwargs(clip, opts)
-    in_flight: _Submitted | None = None
-    for batch in _batches(frames, opts.batch_size):
-        try:
-            submitted = _Submitted(engine, batch, kwargs)
-        except BaseException:
-            if in_flight is not None:
-                yield in_flight.result(stages)  # computed before the failure: still written
-            raise
-        if in_flight is not None:
-            yield in_flight.result(stages)
-        in_flight = submitted
-    if in_flight is not None:
-        yield in_flight.result(stages)
 
 
 def write_frame(

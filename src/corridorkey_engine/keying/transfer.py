@@ -1,6 +1,8 @@
 """Outputs from the device to the host without stalling the GPU, and where a frame's time goes.
 
-On CUDA, :func:`start_download` lays each output out as ``[B, H, W, C]`` on the device, then copies it
+On CUDA, :func:`start_upload` copies a frame's pinned host tensors to the device on a copy stream, so the
+next frame travels while the GPU computes the current one (the compute stream waits for an event, not for
+the device), and :func:`start_download` lays each output out as ``[B, H, W, C]`` on the device, then copies it
 into page-locked (pinned) host memory on a separate copy stream that waits only for that frame's work
 (an event, not a device-wide synchronisation), and returns at once: the GPU goes on with the next frame
 while the copy engine brings this one back. Pinned blocks come from torch's caching host allocator, so a
@@ -123,3 +125,37 @@ def start_download(
     if clock is not None:
         clock.mark("download", stream)
     return PendingDownload({name: h.numpy() for name, h in hosts.items()}, batched, finished.synchronize)
+
+
+@dataclass
+class StagedUpload:
+    """Tensors on their way to the device (:func:`start_upload`); :meth:`take` hands them to the compute
+    stream."""
+
+    tensors: tuple[object, ...]
+    ready: torch.cuda.Event | None = None
+    device: torch.device | None = None
+
+    def take(self) -> tuple[object, ...]:
+        """The tensors, usable on the current stream: it waits for the copies (on the device, not here)."""
+        if self.ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(self.ready)
+            for tensor in self.tensors:
+                tensor.record_stream(current)  # type: ignore[attr-defined]
+            self.ready = None
+        return self.tensors
+
+
+def start_upload(tensors: tuple[object, ...], device: torch.device) -> StagedUpload:
+    """Start copying pinned host tensors to ``device`` on its copy stream; anything else (numpy arrays,
+    pageable tensors, a device other than CUDA) is handed over as it is, for the engine to upload."""
+    pinned = all(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.is_pinned() for t in tensors)
+    if device.type != "cuda" or not pinned:
+        return StagedUpload(tuple(tensors))
+    stream = copy_stream(device)
+    with torch.cuda.stream(stream):
+        moved = tuple(t.to(device, non_blocking=True) for t in tensors)  # type: ignore[attr-defined]
+    ready = torch.cuda.Event()
+    ready.record(stream)
+    return StagedUpload(moved, ready, device)
