@@ -325,3 +325,42 @@ def test_low_vram_and_channels_last_flags_reach_the_engine(demo_clip, tmp_path, 
         root.setLevel(saved[1])
     assert status == 0
     assert f"device cpu {shown}, checkpoint " in capsys.readouterr().out
+
+
+def test_out_of_memory_mid_clip_is_one_line_and_leaves_whole_files(demo_clip, tmp_path, capsys, monkeypatch):
+    """The device runs out of memory on the third frame: one line naming what helps, status 1, the frames
+    keyed before it written whole, nothing half-written, and a rerun finishes the rest."""
+    from corridorkey_engine.model.network import GreenFormer
+
+    real = GreenFormer.forward
+    calls = []
+
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GreenFormer, "forward", forward)
+    out = tmp_path / "o"
+    argv = ["infer", str(demo_clip), "--checkpoint-dir", str(bundled_checkpoint_dir()), "--device", "cpu",
+            "--output", str(out), "--outputs", "matte", "-q"]
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        status = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 1
+        assert err[-1] == (
+            "corridorkey: error: cpu ran out of memory keying 1 frame(s) at 128 px: use --low-vram "
+            "(low_memory=True) or a smaller --img-size than 128"
+        )
+        written = sorted(p.name for p in (out / demo_clip.name / "Matte").iterdir())
+        assert written == ["frame_0000.exr", "frame_0001.exr"]  # no temporary file left, no third frame
+        monkeypatch.setattr(GreenFormer, "forward", real)
+        assert main(argv) == 0
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    matte = out / demo_clip.name / "Matte"
+    assert sorted(p.name for p in matte.iterdir()) == [f"frame_{i:04d}.exr" for i in range(4)]
