@@ -5,6 +5,7 @@ output, channels_last, compile modes and their cache folder, the out-of-memory m
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -364,3 +365,60 @@ def test_out_of_memory_mid_clip_is_one_line_and_leaves_whole_files(demo_clip, tm
         root.setLevel(saved[1])
     matte = out / demo_clip.name / "Matte"
     assert sorted(p.name for p in matte.iterdir()) == [f"frame_{i:04d}.exr" for i in range(4)]
+
+
+_COMPILE_RUN = """
+import sys, numpy as np, torch
+from torch._dynamo.utils import counters
+from corridorkey_engine import CorridorKeyEngine
+engine = CorridorKeyEngine(sys.argv[1], device="cpu", compile=True)
+engine.process_frame(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.float32), outputs=("alpha",))
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+@pytest.mark.slow
+def test_a_second_compiled_run_loads_the_kernels_the_first_one_cached(tmp_path) -> None:
+    """Two fresh processes with the same settings: the first compiles and fills the per-user cache folder,
+    the second finds every graph there (inductor's FX-graph cache hits, no miss)."""
+    import subprocess
+    import sys
+
+    from engine_helpers import tiny_model
+
+    from corridorkey_engine import save_checkpoint
+
+    (tmp_path / "ckpt").mkdir()
+    save_checkpoint(tiny_model(seed=2), tmp_path / "ckpt" / "tiny.safetensors")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["CORRIDORKEY_COMPILE_CACHE"] = str(tmp_path / "cache")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", _COMPILE_RUN, str(tmp_path / "ckpt")],
+            env=env, capture_output=True, text=True, timeout=900, check=True,
+        )
+        runs.append(tuple(int(n) for n in done.stdout.split()[-2:]))
+    (cold_hits, cold_misses), (warm_hits, warm_misses) = runs
+    assert cold_misses > 0 and cold_hits == 0
+    assert warm_hits == cold_misses and warm_misses == 0
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name == f"torch{torch.__version__}-cpu-float32-64"
+
+
+def test_compile_cache_replaces_inductors_default_but_not_a_users_choice(tmp_path, monkeypatch) -> None:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from corridorkey_engine.model.compiling import compile_model
+
+    monkeypatch.setenv("CORRIDORKEY_COMPILE_CACHE", str(tmp_path / "ours"))
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # inductor set it while looking
+    compile_model(torch.nn.Identity(), "inductor", None, device=cpu, dtype=torch.float32, img_size=96)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(compile_cache_dir(cpu, torch.float32, 96))
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).is_dir()
+    compile_model(torch.nn.Identity(), "inductor", None, device=cpu, dtype=torch.float32, img_size=64)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(compile_cache_dir(cpu, torch.float32, 64))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compile_model(torch.nn.Identity(), "inductor", None, device=cpu, dtype=torch.float32, img_size=64)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")

@@ -77,6 +77,19 @@ def compile_cache_dir(device: torch.device, dtype: torch.dtype, img_size: int) -
     return Path(root) / _slug(key)
 
 
+def _inductor_default() -> str:
+    """Inductor's own default cache folder, which inductor writes into ``TORCHINDUCTOR_CACHE_DIR`` itself
+    the first time it looks (so finding it there does not mean the user chose it)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # a torch that keeps it elsewhere: its documented default
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), "torchinductor_" + getpass.getuser())
+    return default_cache_dir()
+
+
 def compile_model(
     model: torch.nn.Module,
     backend: str,
@@ -91,7 +104,7 @@ def compile_model(
     process's later compilations use the folder of the latest engine."""
     global _SET_BY_US
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if backend == "inductor" and (not current or current == _SET_BY_US):
+    if backend == "inductor" and (not current or current in (_SET_BY_US, _inductor_default())):
         folder = compile_cache_dir(device, dtype, img_size)
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = _SET_BY_US = str(folder)
