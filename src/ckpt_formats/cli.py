@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "inspect",
-        "format, tensors, parameters, dtypes, bytes and metadata of FILE (or of a Hub checkpoint)",
-        description="Summarise a local checkpoint file, or with --hub a safetensors checkpoint on the "
-        "Hugging Face Hub from its headers alone (HTTP range requests: the tensor data is never downloaded).",
+        "every tensor (name, dtype, shape, bytes, file) and a summary of FILE (or of a Hub checkpoint)",
+        description="List the tensors of a local checkpoint file, sorted by name, with its format, counts, "
+        "dtypes and metadata; or with --hub those of a safetensors checkpoint on the Hugging Face Hub, from "
+        "its headers alone (HTTP range requests: the tensor data is never downloaded). A safetensors file "
+        "(single or sharded) is listed from its headers; other formats are loaded (onto --device).",
     )
     p.add_argument("file", nargs="?", metavar="FILE", help="the checkpoint file (omit with --hub)")
     p.add_argument("--hub", metavar="REPO_ID", help="inspect this Hub repository's safetensors checkpoint")
@@ -112,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         "index, else model.safetensors)",
     )
     p.add_argument("--revision", metavar="REV", help="with --hub: branch, tag or commit hash (default: main)")
+    p.add_argument(
+        "--tensors",
+        action="append",
+        metavar="GLOB",
+        help="only the tensors whose name matches GLOB (e.g. 'encoder.*'; repeatable): listed and counted",
+    )
+    p.add_argument(
+        "--summary", action="store_true", help="only the summary (counts, dtypes, metadata), no tensor list"
+    )
     p.set_defaults(func=commands.cmd_inspect)
 
     p = command(
