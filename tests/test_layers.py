@@ -56,7 +56,7 @@ REGISTRY_LAYERS: dict[str, int] = {
     **dict.fromkeys(["_guard", "_registrar", "hookspecs", "_plugins", "_discovery"], 1),  # local, no network
     "hub": 2,  # may use discovery, never the registry facade
     "registry": 3,  # Registry, resolve: composes discovery, the hub and loading
-    **dict.fromkeys(["convert", "_inspection", "testing"], 4),  # what callers do with checkpoints
+    **dict.fromkeys(["convert", "_inspection", "diff", "testing"], 4),  # what callers do with checkpoints
     **dict.fromkeys(["_commands", "cli"], 5),  # `ckpt-formats`
 }
 """ckpt_formats' layers (module names below the package), the same rule as :data:`ENGINE_LAYERS`; the

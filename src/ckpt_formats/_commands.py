@@ -242,3 +242,44 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             ],
         )
     return _emit(args, data, lambda: [f"{placed[0]} ({fmt.name})", *map(str, placed[1:])])
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import KINDS, diff_checkpoints, format_number
+
+    report = diff_checkpoints(
+        args.a,
+        args.b,
+        atol=args.atol,
+        rtol=args.rtol,
+        ignore=args.ignore,
+        strip_prefix=args.strip_prefix,
+        safe_only=args.safe_only,
+    )
+    labels = {"only_in_a": "only in A", "only_in_b": "only in B", "shape": "shape differs",
+              "dtype": "dtype differs", "values": "values differ"}  # fmt: skip
+
+    def text() -> list[str]:
+        lines = [f"{label}: {s.file} ({s.format}, {s.tensors} tensors)" for label, s in (("A", report.a),
+                 ("B", report.b))]  # fmt: skip
+        rows: list[list[object]] = [["", "TENSOR", "A", "B", "DIFFERING", "MAX ABS", "MAX REL"]]
+        for d in report.differences:
+            differing = "" if d.count is None or d.a is None else f"{d.count:,} of {d.a.numel:,}"
+            rows.append([labels[d.kind], d.name, _typed(d.a), _typed(d.b), differing,
+                         "" if d.max_abs is None else format_number(d.max_abs),
+                         "" if d.max_rel is None else format_number(d.max_rel)])  # fmt: skip
+        if report.differences:
+            lines += aligned(rows, right={4, 5, 6})
+        tolerance = f"atol={args.atol:g}, rtol={args.rtol:g}" if args.atol or args.rtol else "bit for bit"
+        counts = ", ".join(f"{report.count(k)} {labels[k]}" for k in KINDS if report.count(k))
+        verdict = "equal" if report.equal else f"different: {counts}"
+        ignored = f"; {len(report.ignored)} ignored" if report.ignored else ""
+        lines.append(f"{verdict} ({report.equal_tensors} equal tensors, {tolerance}{ignored})")
+        return lines
+
+    _emit(args, report.to_dict(), text)
+    return 0 if report.equal else 1
+
+
+def _typed(info: TensorInfo | None) -> str:
+    return "-" if info is None else f"{info.dtype} {shape_text(info.shape)}"
