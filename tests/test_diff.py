@@ -75,6 +75,7 @@ def test_json_has_every_difference_and_the_exit_status_stays(tmp_path: Path, cap
     bias = {"name": "encoder.bias", "dtype": "float32", "shape": [4], "bytes": 16, "file": None}
     assert values["b"] == bias
     assert (data["a"]["format"], data["b"]["format"]) == ("pickle", "safetensors")
+    assert (data["atol"], data["rtol"]) == (0.0, 0.0)
 
 
 def test_strip_prefix_makes_the_names_meet(tmp_path: Path, capsys) -> None:
@@ -87,6 +88,8 @@ def test_strip_prefix_makes_the_names_meet(tmp_path: Path, capsys) -> None:
     both = ["--strip-prefix", "_orig_mod.", "--strip-prefix", "module."]
     status, out, _ = run(capsys, "diff", tmp_path / "a.pth", b, *both)
     assert status == 0 and out.splitlines()[-1] == "equal (4 equal tensors, bit for bit)"
+    status, _, _ = run(capsys, "diff", b, tmp_path / "a.pth", *both)  # stripped on either side
+    assert status == 0
 
 
 def test_bit_for_bit_unless_a_tolerance_is_given(tmp_path: Path, capsys) -> None:
@@ -127,6 +130,10 @@ def test_folders_and_sharded_sets_are_compared_as_their_checkpoint(tmp_path: Pat
     assert status == 0, out
     index = tmp_path / "sharded" / "model.safetensors.index.json"
     assert out.splitlines()[0] == f"A: {index} (safetensors-sharded, 4 tensors)"
+    status, out, _ = run(capsys, "diff", tmp_path / "sharded", single, "--json")
+    side = json.loads(out)["a"]
+    assert side == {"path": str(tmp_path / "sharded"), "file": str(index), "format": "safetensors-sharded",
+                    "tensors": 4}  # fmt: skip
 
 
 def test_nan_and_infinity(tmp_path: Path) -> None:
@@ -155,6 +162,9 @@ def test_errors_exit_2_on_one_line(tmp_path: Path, capsys) -> None:
     write_safetensors(tmp_path / "two" / "y.safetensors", tiny_state_dict())
     status, _, err = run(capsys, "diff", tmp_path / "two", b)
     assert status == 2 and "naming the file instead of the folder" in err
+    for bad in ({"atol": -1.0}, {"rtol": math.nan}, {"rtol": math.inf}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a finite number >= 0"):
+            diff_checkpoints(a, b, **bad)
     with pytest.raises(SystemExit) as usage:
         main(["diff", str(a), str(b), "--atol", "-1"])
     assert usage.value.code == 2

@@ -104,6 +104,12 @@ def test_tensors_glob_filters_the_list_and_the_counts(tmp_path: Path, capsys) ->
     listed = [row.split()[0] for row in lines[lines.index("") + 2 :]]
     assert listed == ["encoder.bias", "encoder.weight", "head.steps"]
 
+    write_pth(tmp_path / "m.pth", {**tiny_state_dict(), "epoch": 3})
+    status, out, _ = run(capsys, "inspect", tmp_path / "m.pth", "--tensors", "head.*", "--summary")
+    lines = out.splitlines()
+    assert lines[1:3] == ["format:      pickle (can execute code)", "tensors:     2 of 4, matching head.*"]
+    assert out.splitlines()[-1] == "non-tensor:  1 entries"  # the checkpoint's, kept
+
     status, out, _ = run(capsys, "inspect", path, "--tensors", "head.*", "--json")
     data = json.loads(out)
     assert [t["name"] for t in data["tensor_list"]] == ["head.steps", "head.weight"]

@@ -86,7 +86,7 @@ class TensorDiff:
             "max_abs": _json_number(self.max_abs),
             "max_rel": _json_number(self.max_rel),
             "count": self.count,
-            "numel": (self.a or self.b).numel if self.count is not None and (self.a or self.b) else None,
+            "numel": self.a.numel if self.count is not None and self.a is not None else None,
         }
 
 

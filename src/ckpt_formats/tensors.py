@@ -115,15 +115,10 @@ def safetensors_infos(header: Mapping[str, Any], file: str | None = None) -> lis
     return infos
 
 
-def tensor_info(name: str, tensor: torch.Tensor, file: str | None = None) -> TensorInfo:
+def tensor_info(name: str, tensor: torch.Tensor) -> TensorInfo:
     """The :class:`TensorInfo` of a loaded tensor."""
-    return TensorInfo(
-        name,
-        str(tensor.dtype).removeprefix("torch."),
-        tuple(tensor.shape),
-        tensor.numel() * tensor.element_size(),
-        file,
-    )
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return TensorInfo(name, dtype, tuple(tensor.shape), tensor.numel() * tensor.element_size())
 
 
 class TensorReader:
@@ -166,15 +161,14 @@ class TensorReader:
 class StateDictReader(TensorReader):
     """A :class:`TensorReader` over tensors already loaded (a format without ``open_tensors``)."""
 
-    def __init__(self, entries: Mapping[str, Any], file: str | None = None) -> None:
+    def __init__(self, entries: Mapping[str, Any]) -> None:
         import torch
 
         self._tensors = {str(k): v for k, v in entries.items() if isinstance(v, torch.Tensor)}
         self.non_tensor_entries = len(entries) - len(self._tensors)
-        self._file = file
 
     def infos(self) -> list[TensorInfo]:
-        return [tensor_info(k, v, self._file) for k, v in self._tensors.items()]
+        return [tensor_info(k, v) for k, v in self._tensors.items()]
 
     def get(self, name: str) -> torch.Tensor:
         return self._tensors[name]
