@@ -72,6 +72,8 @@ def test_json_has_every_difference_and_the_exit_status_stays(tmp_path: Path, cap
     found = (values["name"], values["count"], values["numel"], values["max_abs"])
     assert found == ("encoder.bias", 1, 4, 0.5)
     assert values["a"]["name"] == "_orig_mod.encoder.bias"  # the original name on each side
+    only = next(d for d in data["differences"] if d["kind"] == "only_in_a")
+    assert (only["name"], only["b"], only["count"], only["numel"]) == ("old", None, None, None)
     bias = {"name": "encoder.bias", "dtype": "float32", "shape": [4], "bytes": 16, "file": None}
     assert values["b"] == bias
     assert (data["a"]["format"], data["b"]["format"]) == ("pickle", "safetensors")
