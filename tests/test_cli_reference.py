@@ -18,6 +18,7 @@ COMMANDS = [
     ("ckpt-formats", ["inspect"]),
     ("ckpt-formats", ["convert"]),
     ("ckpt-formats", ["fetch"]),
+    ("ckpt-formats", ["diff"]),
     ("corridorkey", []),
     ("corridorkey", ["infer"]),
     ("corridorkey", ["demo"]),

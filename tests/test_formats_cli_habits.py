@@ -45,10 +45,10 @@ def test_every_argument_of_every_command_has_help():
         if isinstance(parser._subparsers, argparse._ArgumentGroup):
             sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             missing += [f"{path} {c.dest}" for c in sub._choices_actions if not c.help]
-    assert commands == 6 and missing == []
+    assert commands == 7 and missing == []
 
 
-COMMANDS = ["list", "resolve DIR", "inspect FILE", "convert A B.safetensors", "fetch o/r DIR"]
+COMMANDS = ["list", "resolve DIR", "inspect FILE", "convert A B.safetensors", "fetch o/r DIR", "diff A B"]
 OPTIONS = [
     (["--verbose"], "verbose", True),
     (["-v"], "verbose", True),

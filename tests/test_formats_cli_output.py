@@ -155,7 +155,7 @@ def test_resolve_load_uses_the_device_and_the_selection(three: Path, capsys) -> 
 
 def test_inspect_human_output(tmp_path: Path, capsys) -> None:
     write_pth(tmp_path / "m.pth", {**tiny_state_dict(), "epoch": 3})
-    status, out, _ = run(capsys, "inspect", tmp_path / "m.pth")
+    status, out, _ = run(capsys, "inspect", tmp_path / "m.pth", "--summary")  # the list: test_inspect_tensors
     assert status == 0
     assert out.splitlines() == [
         f"file:        {tmp_path / 'm.pth'}",
@@ -167,7 +167,7 @@ def test_inspect_human_output(tmp_path: Path, capsys) -> None:
         "non-tensor:  1 entries",
     ]
     write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"long": "x" * 300, "a": "1"})
-    status, out, _ = run(capsys, "inspect", tmp_path / "m.safetensors")
+    status, out, _ = run(capsys, "inspect", tmp_path / "m.safetensors", "--summary")
     lines = out.splitlines()
     assert lines[1] == "format:      safetensors"
     assert lines[-2:] == ["metadata:    a = 1", "metadata:    long = " + "x" * 200 + "…"]

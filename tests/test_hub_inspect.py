@@ -87,6 +87,9 @@ def test_sharded_set_found_by_its_default_index_name(hub, tmp_path):
         local["dtypes"],
     )
     assert info.metadata["note"] == "sharded" and int(info.metadata["total_size"]) == local["bytes"]
+    listed = inspect_checkpoint(out.parent / "model.safetensors.index.json").tensor_list
+    assert info.tensor_list == listed  # every tensor: its dtype, shape, bytes and shard, as listed locally
+    assert {t.file for t in listed} == set(files) - {"model.safetensors.index.json"}
     shards = [n for n in files if not n.endswith(".json")]
     for name in shards:  # each shard: its header only
         header = int.from_bytes(files[name][:8], "little")

@@ -1,13 +1,16 @@
 """The layer rules of docs/architecture.md, checked on the source: every import statement under src/ and
 plugins/ (at module level or inside a function, ``TYPE_CHECKING`` ones too) is parsed with ``ast``.
 
-The rules are data (:data:`PACKAGE_RULES`, :data:`ENGINE_LAYERS`) naming packages and corridorkey_engine's
-layers only, so renaming a module inside ckpt_formats or a layer's modules needs no change here.
+The rules are data: :data:`PACKAGE_RULES` (which package may import which), :data:`ENGINE_LAYERS` and
+:data:`REGISTRY_LAYERS` (the layers inside corridorkey_engine and ckpt_formats; a new module needs its layer
+named here). On top of the layers, :func:`test_no_import_cycle` finds any circle of imports between modules,
+``TYPE_CHECKING`` ones and those closed through a package's ``__init__`` included.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,12 +39,30 @@ ENGINE_LAYERS: dict[str, int] = {
     "corridorkey_engine.clips": 4,
     "corridorkey_engine.demo": 5,
     "corridorkey_engine.cli_args": 6,
+    "corridorkey_engine.cli_clips": 6,
     "corridorkey_engine.cli": 6,
     "corridorkey_engine.cli_ray": 6,
 }
 """corridorkey_engine's layers, bottom (0) to top: a module may import its own layer and the ones below,
 never one above. A module's layer is that of the longest entry its dotted name starts with. The package's
 ``__init__`` exports names lazily (by string, no import statement) and belongs to no layer."""
+
+REGISTRY_LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        ["errors", "formats", "tensors", "sniff", "statedict", "atomic", "shards", "_shards", "_summary",
+         "_terminal"],
+        0,
+    ),  # value types, errors and helpers that know no plugin
+    **dict.fromkeys(["_guard", "_registrar", "hookspecs", "_plugins", "_discovery"], 1),  # local, no network
+    "hub": 2,  # may use discovery, never the registry facade
+    "registry": 3,  # Registry, resolve: composes discovery, the hub and loading
+    **dict.fromkeys(["convert", "_inspection", "diff", "testing"], 4),  # what callers do with checkpoints
+    **dict.fromkeys(["_commands", "cli"], 5),  # `ckpt-formats`
+}
+"""ckpt_formats' layers (module names below the package), the same rule as :data:`ENGINE_LAYERS`; the
+package's ``__init__`` re-exports the public names and belongs to no layer."""
+
+LAYERS = {**ENGINE_LAYERS, **{f"ckpt_formats.{name}": layer for name, layer in REGISTRY_LAYERS.items()}}
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
@@ -77,11 +98,11 @@ def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
 
 def _layer(name: str) -> int | None:
     best = max(
-        (prefix for prefix in ENGINE_LAYERS if name == prefix or name.startswith(prefix + ".")),
+        (prefix for prefix in LAYERS if name == prefix or name.startswith(prefix + ".")),
         key=len,
         default=None,
     )
-    return None if best is None else ENGINE_LAYERS[best]
+    return None if best is None else LAYERS[best]
 
 
 MODULES = dict(_modules())
@@ -92,11 +113,11 @@ def test_the_rule_tables_match_the_tree() -> None:
     assert set(PACKAGE_RULES) <= TOP_LEVEL, "a package in PACKAGE_RULES no longer exists"
     plugins = TOP_LEVEL - set(PACKAGE_RULES)
     assert {"ckpt_formats_safetensors", "ckpt_formats_pickle", "ckpt_formats_npz"} <= plugins
-    engine = [m for m in MODULES if m.startswith("corridorkey_engine.")]
-    unplaced = [m for m in engine if _layer(m) is None]
-    assert not unplaced, f"modules in no layer of ENGINE_LAYERS: {unplaced}"
-    for prefix in ENGINE_LAYERS:  # every layer still names something
-        assert any(m == prefix or m.startswith(prefix + ".") for m in engine), prefix
+    layered = [m for m in MODULES if m.startswith(("corridorkey_engine.", "ckpt_formats."))]
+    unplaced = [m for m in layered if _layer(m) is None]
+    assert not unplaced, f"modules in no layer of ENGINE_LAYERS or REGISTRY_LAYERS: {unplaced}"
+    for prefix in LAYERS:  # every layer still names something
+        assert any(m == prefix or m.startswith(prefix + ".") for m in layered), prefix
 
 
 def test_packages_import_only_what_their_rule_allows() -> None:
@@ -111,7 +132,7 @@ def test_packages_import_only_what_their_rule_allows() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def test_no_engine_layer_imports_a_higher_one() -> None:
+def test_no_layer_imports_a_higher_one() -> None:
     wrong = []
     for module, path in MODULES.items():
         own = _layer(module)
@@ -119,7 +140,7 @@ def test_no_engine_layer_imports_a_higher_one() -> None:
             continue
         for line, name in _imports(module, path):
             layer = _layer(name)
-            if layer is not None and layer > own:
+            if layer is not None and layer > own and name.split(".")[0] == module.split(".")[0]:
                 wrong.append(
                     f"{path.relative_to(ROOT)}:{line}: {module} (layer {own}) imports {name} ({layer})"
                 )
@@ -145,3 +166,145 @@ def test_importing_a_package_imports_no_torch(package: str) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"import {package} pulled in {done.stdout.strip()} {done.stderr[-500:]}"
+
+
+# -- no import cycle --------------------------------------------------------------------------------------
+
+PENDING_CYCLES: list[set[str]] = [
+    {"ckpt_formats.hub._placement", "ckpt_formats.hub._session", "ckpt_formats.hub._transfer"},
+]
+"""Cycles another change is removing (issue 19 moves the hub's download pieces apart). Each entry must
+still be a cycle: once it is gone, delete it here."""
+
+
+def _ancestors(module: str) -> list[str]:
+    """``a``, ``a.b`` for ``a.b.c``: the packages whose ``__init__`` runs before ``a.b.c`` does."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _module_of(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module an imported dotted name lands in (``pkg.mod.func`` -> ``pkg.mod``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(modules: dict[str, Path], root: Path = ROOT) -> dict[str, dict[str, str]]:
+    """module -> {module it imports: ``file:line`` of the first such import}.
+
+    Every import statement counts (module level, inside functions, under ``TYPE_CHECKING``). Importing
+    ``a.b.c`` runs ``a/b/__init__.py`` first, so it is an import of ``a.b`` too, unless the importer is
+    inside ``a.b`` itself (its package is already being imported by then).
+    """
+    graph: dict[str, dict[str, str]] = {m: {} for m in modules}
+    for module, path in modules.items():
+        own = {module, *_ancestors(module)}
+        for line, name in _imports(module, path):
+            target = _module_of(name, modules)
+            if target is None:
+                continue
+            for reached in (*_ancestors(target), target):
+                if reached in modules and reached not in own:
+                    graph[module].setdefault(reached, f"{path.relative_to(root)}:{line}")
+    return graph
+
+
+def import_cycles(graph: dict[str, dict[str, str]]) -> list[tuple[frozenset[str], list[str]]]:
+    """Each group of modules that import one another in circles (strongly connected, 2+ modules), with one
+    shortest circle through its first module: ``({a, b, c}, [a, b, a])``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    circles = []
+    for group in groups:
+        start = min(group)
+        paths = {start: [start]}
+        queue = [start]
+        while queue:  # breadth first, inside the group: the shortest way back to start
+            v = queue.pop(0)
+            for w in sorted(graph[v]):
+                if w == start:
+                    circles.append((frozenset(group), [*paths[v], start]))
+                    queue = []
+                    break
+                if w in group and w not in paths:
+                    paths[w] = [*paths[v], w]
+                    queue.append(w)
+    return sorted(circles)
+
+
+def _describe(group: frozenset[str], circle: list[str], graph: dict[str, dict[str, str]]) -> str:
+    steps = [f"{a} -> {b} ({graph[a][b]})" for a, b in itertools.pairwise(circle)]
+    return (
+        f"import cycle among {len(group)} modules ({', '.join(sorted(group))}), e.g. "
+        + " -> ".join(circle)
+        + ":\n    "
+        + "\n    ".join(steps)
+    )
+
+
+def test_no_import_cycle() -> None:
+    """No module imports itself through others: a cycle is named module by module, with each import's line
+    (``python3 ../shared/tools/import_cycles.py src`` lists them too)."""
+    graph = import_graph(MODULES)
+    cycles = import_cycles(graph)
+    found = [_describe(group, circle, graph) for group, circle in cycles if group not in PENDING_CYCLES]
+    assert not found, "\n".join(found)
+    gone = [sorted(p) for p in PENDING_CYCLES if p not in [group for group, _ in cycles]]
+    assert not gone, f"no longer a cycle, remove it from PENDING_CYCLES: {gone}"
+
+
+def test_the_cycle_check_names_a_type_only_cycle_and_one_through_a_package(tmp_path: Path) -> None:
+    """The check is not vacuous: a cycle made only of a ``TYPE_CHECKING`` import is found, and so is one
+    closed by a package's ``__init__`` (importing ``pkg.low`` runs ``pkg/__init__.py``, which imports
+    ``pkg.high``)."""
+    (tmp_path / "app" / "pkg").mkdir(parents=True)
+    files = {
+        "app/__init__.py": "",
+        "app/types.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .users import User\n",
+        "app/users.py": "from .types import Id\n",
+        "app/pkg/__init__.py": "from .high import run\n",
+        "app/pkg/low.py": "import os\n",
+        "app/pkg/high.py": "def run():\n    from ..client import call\n",
+        "app/client.py": "from .pkg.low import helper\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    modules = {
+        ".".join(p.relative_to(tmp_path).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in tmp_path.rglob("*.py")
+    }
+    graph = import_graph(modules, tmp_path)
+    cycles = import_cycles(graph)
+    assert [circle for _, circle in cycles] == [
+        ["app.client", "app.pkg", "app.pkg.high", "app.client"],
+        ["app.types", "app.users", "app.types"],
+    ]
+    message = _describe(*cycles[1], graph)
+    assert "(app.types, app.users)" in message
+    assert "app.types -> app.users (app/types.py:3)" in message

@@ -71,6 +71,12 @@ def test_inspection_counts_and_describes(tmp_path: Path) -> None:
         "dtypes": {"float16": 1, "float32": 2, "int64": 1},
         "metadata": {},
         "non_tensor_entries": 2,
+        "tensor_list": [  # sorted by name, each tensor's bytes from its dtype and shape
+            {"name": "encoder.bias", "dtype": "float32", "shape": [4], "bytes": 16, "file": None},
+            {"name": "encoder.weight", "dtype": "float32", "shape": [4, 3], "bytes": 48, "file": None},
+            {"name": "head.steps", "dtype": "int64", "shape": [5], "bytes": 40, "file": None},
+            {"name": "head.weight", "dtype": "float16", "shape": [2, 4], "bytes": 16, "file": None},
+        ],
     }
     with_meta = write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"k": "v"})
     assert inspect_checkpoint(str(with_meta)).metadata == {"k": "v"}

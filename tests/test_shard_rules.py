@@ -120,6 +120,7 @@ def test_a_tensor_in_a_shard_the_index_does_not_assign_it_to(tmp_path, registry,
         f"tensor 'a' is in shard {tmp_path / second} but the index {index} assigns it to {first}; the shards "
         "do not match the index: re-download the set"
     )
+    assert _listing_error(index, registry) == str(err.value)  # inspect and diff hold the same rules
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
@@ -133,6 +134,7 @@ def test_a_tensor_in_no_index_entry(tmp_path, registry, kind):
         f"tensor 'extra' is in shard {tmp_path / second} but in no entry of the index {index}; the shard "
         "does not belong to this index: re-download the set"
     )
+    assert _listing_error(index, registry) == str(err.value)
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
@@ -142,6 +144,16 @@ def test_a_listed_tensor_missing_from_its_shard(tmp_path, registry, kind):
     with pytest.raises(CheckpointLoadError, match="in none of its shards") as err:
         registry.resolve(tmp_path)
     assert str(index) in str(err.value) and "'b'" in str(err.value)
+    assert _listing_error(index, registry) == str(err.value)
+
+
+def _listing_error(index, registry) -> str:
+    """The error of listing the set's tensors (``inspect``, ``diff``: the format's ``open_tensors``)."""
+    from ckpt_formats._inspection import inspect_checkpoint
+
+    with pytest.raises(CheckpointLoadError) as err:
+        inspect_checkpoint(index, registry=registry)
+    return str(err.value)
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)

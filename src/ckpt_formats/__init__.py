@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._registrar import FormatRegistrar
 from .errors import (
     AmbiguousCheckpointError,
     CheckpointContentError,
@@ -65,7 +66,7 @@ from .errors import (
 )
 from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
-from .registry import FormatRegistrar, Registry, get_registry, resolve
+from .registry import Registry, get_registry, resolve
 
 if TYPE_CHECKING:
     from .hub import HubSource

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ._terminal import echo, echo_json
+from ._terminal import aligned, echo, echo_json
 from .errors import CheckpointError
 from .registry import get_registry
+
+if TYPE_CHECKING:
+    from .tensors import TensorInfo
 
 CHOICE_ADVICE = "--select NAME or --exclude GLOB"
 """What the ambiguity error tells a user of this command (its own flags)."""
@@ -126,12 +129,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if args.filename is not None or args.revision is not None:
             raise CheckpointError("inspect: --filename and --revision only apply with --hub REPO_ID")
         info = inspect_checkpoint(args.file, safe_only=args.safe_only, device=args.device)
+    if args.tensors:
+        info = info.only(args.tensors)
+    data = info.to_dict()
+    if args.summary:
+        del data["tensor_list"]
 
     def text() -> list[str]:
+        matching = ""
+        if info.selected_from is not None:
+            matching = f" of {info.selected_from}, matching {' or '.join(info.tensor_globs or [])}"
         lines = [
             f"file:        {info.path}",
             f"format:      {info.format}{' (can execute code)' if info.executes_code else ''}",
-            f"tensors:     {info.tensors}",
+            f"tensors:     {info.tensors}{matching}",
             f"parameters:  {info.parameters:,}",
             f"bytes:       {info.bytes:,}",
             f"dtypes:      {', '.join(f'{k} x{v}' for k, v in info.dtypes.items())}",
@@ -140,9 +151,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             lines.append(f"non-tensor:  {info.non_tensor_entries} entries")
         for key, value in sorted(info.metadata.items()):
             lines.append(f"metadata:    {key} = {value if len(value) <= 200 else value[:200] + '…'}")
+        if not args.summary and info.tensor_list:
+            lines += ["", *tensor_table(info.tensor_list)]
         return lines
 
-    return _emit(args, info.to_dict(), text)
+    return _emit(args, data, text)
+
+
+def tensor_table(infos: Sequence[TensorInfo]) -> list[str]:
+    """NAME, DTYPE, SHAPE, BYTES (and FILE when the tensors are spread over several files), aligned."""
+    files = any(t.file for t in infos)
+    rows: list[list[object]] = [["TENSOR", "DTYPE", "SHAPE", "BYTES", *(["FILE"] if files else [])]]
+    for t in infos:
+        file = [t.file or ""] if files else []
+        rows.append([t.name, t.dtype, shape_text(t.shape), f"{t.bytes:,}", *file])
+    return aligned(rows, right={3})
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``[4, 3]``; ``[]`` for a scalar."""
+    return f"[{', '.join(map(str, shape))}]"
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -214,3 +242,44 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             ],
         )
     return _emit(args, data, lambda: [f"{placed[0]} ({fmt.name})", *map(str, placed[1:])])
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import KINDS, diff_checkpoints, format_number
+
+    report = diff_checkpoints(
+        args.a,
+        args.b,
+        atol=args.atol,
+        rtol=args.rtol,
+        ignore=args.ignore,
+        strip_prefix=args.strip_prefix,
+        safe_only=args.safe_only,
+    )
+    labels = {"only_in_a": "only in A", "only_in_b": "only in B", "shape": "shape differs",
+              "dtype": "dtype differs", "values": "values differ"}  # fmt: skip
+
+    def text() -> list[str]:
+        lines = [f"{label}: {s.file} ({s.format}, {s.tensors} tensors)" for label, s in (("A", report.a),
+                 ("B", report.b))]  # fmt: skip
+        rows: list[list[object]] = [["", "TENSOR", "A", "B", "DIFFERING", "MAX ABS", "MAX REL"]]
+        for d in report.differences:
+            differing = "" if d.count is None or d.a is None else f"{d.count:,} of {d.a.numel:,}"
+            rows.append([labels[d.kind], d.name, _typed(d.a), _typed(d.b), differing,
+                         "" if d.max_abs is None else format_number(d.max_abs),
+                         "" if d.max_rel is None else format_number(d.max_rel)])  # fmt: skip
+        if report.differences:
+            lines += aligned(rows, right={4, 5, 6})
+        tolerance = f"atol={args.atol:g}, rtol={args.rtol:g}" if args.atol or args.rtol else "bit for bit"
+        counts = ", ".join(f"{report.count(k)} {labels[k]}" for k in KINDS if report.count(k))
+        verdict = "equal" if report.equal else f"different: {counts}"
+        ignored = f"; {len(report.ignored)} ignored" if report.ignored else ""
+        lines.append(f"{verdict} ({report.equal_tensors} equal tensors, {tolerance}{ignored})")
+        return lines
+
+    _emit(args, report.to_dict(), text)
+    return 0 if report.equal else 1
+
+
+def _typed(info: TensorInfo | None) -> str:
+    return "-" if info is None else f"{info.dtype} {shape_text(info.shape)}"

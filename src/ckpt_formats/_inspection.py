@@ -1,32 +1,14 @@
-"""Summarise a checkpoint file: format, tensors, parameters, dtypes, bytes and metadata."""
+"""Summarise a checkpoint: format, every tensor (name, dtype, shape, bytes, file), counts and metadata."""
 
 from __future__ import annotations
 
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._summary import Inspection, summarize
 from .registry import Registry, get_registry
-from .statedict import unwrap
 
-
-@dataclass
-class Inspection:
-    """A checkpoint's summary; ``path`` is a local path, or ``REPO_ID/FILE@REVISION`` for a Hub checkpoint."""
-
-    path: Path | str
-    format: str
-    executes_code: bool
-    tensors: int
-    parameters: int
-    bytes: int
-    dtypes: dict[str, int]
-    metadata: dict[str, str] = field(default_factory=dict)
-    non_tensor_entries: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "path": str(self.path)}
+__all__ = ["Inspection", "inspect_checkpoint"]
 
 
 def inspect_checkpoint(
@@ -36,37 +18,27 @@ def inspect_checkpoint(
     registry: Registry | None = None,
     device: str = "cpu",
 ) -> Inspection:
-    """Load ``path`` through its format's plugin (with the usual content checks) and count.
+    """List ``path``'s tensors through its format's plugin (with the usual content checks) and count.
+
+    A format with ``open_tensors`` (safetensors, single or sharded) is listed from its headers alone: no
+    tensor data is read. Any other format is loaded whole onto ``device``.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file (for a sharded set: its index).
         safe_only: refuse formats that can execute code (None: ``CKPT_FORMATS_SAFE_ONLY``).
         registry: the registry to use (default: the process-wide one).
-        device: where the tensors are loaded.
+        device: where the tensors are loaded when they must be.
 
     Returns:
-        The summary.
+        The summary, ``tensor_list`` sorted by name.
 
     Raises:
         CheckpointError: the file is missing, matches no format, or fails to load.
     """
-    import torch
-
     registry = registry or get_registry()
     path = Path(path)
     fmt, candidate = registry.candidate_for_file(path, safe_only=safe_only)
-    loaded, metadata = registry.load(fmt, candidate, device)
-    entries = unwrap(loaded)
-    tensors = [v for v in entries.values() if isinstance(v, torch.Tensor)]
-    dtypes = Counter(str(t.dtype).removeprefix("torch.") for t in tensors)
-    return Inspection(
-        path=path,
-        format=fmt.name,
-        executes_code=fmt.executes_code,
-        tensors=len(tensors),
-        parameters=sum(t.numel() for t in tensors),
-        bytes=sum(t.numel() * t.element_size() for t in tensors),
-        dtypes=dict(sorted(dtypes.items())),
-        metadata=metadata,
-        non_tensor_entries=len(entries) - len(tensors),
-    )
+    reader, metadata = registry.open_tensors(fmt, candidate, device)
+    with reader:
+        infos = reader.infos()
+        return summarize(path, fmt.name, fmt.executes_code, infos, metadata, reader.non_tensor_entries)

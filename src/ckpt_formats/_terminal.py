@@ -13,9 +13,10 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Collection, Sequence
 from typing import IO, Any
 
-__all__ = ["PrintableFormatter", "configure_logging", "echo", "echo_json", "printable"]
+__all__ = ["PrintableFormatter", "aligned", "configure_logging", "echo", "echo_json", "printable"]
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -35,6 +36,18 @@ def printable(text: object) -> str:
 def echo(text: object = "", *, file: IO[str] | None = None) -> None:
     """Print one line, escaped by :func:`printable` (stdout by default)."""
     print(printable(text), file=file if file is not None else sys.stdout)
+
+
+def aligned(rows: Sequence[Sequence[object]], right: Collection[int] = ()) -> list[str]:
+    """``rows`` (the first one the header) as lines of aligned columns, each cell escaped by
+    :func:`printable`; the columns numbered in ``right`` are aligned to the right (numbers)."""
+    cells = [[printable(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))] if cells else []
+    lines = []
+    for row in cells:
+        padded = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(padded).rstrip())
+    return lines
 
 
 def echo_json(value: Any) -> None:

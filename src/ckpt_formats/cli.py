@@ -1,4 +1,4 @@
-"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect, convert and fetch.
+"""``ckpt-formats``: list formats, show which file a directory resolves to, inspect, convert, fetch, diff.
 
 Global options (``--verbose``, ``--safe-only``, ``--json``, ``--device``) are accepted before or after the
 subcommand. Every command prints one line of error and exits 1 on failure; a closed pipe (``| head``) ends
@@ -40,6 +40,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -99,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "inspect",
-        "format, tensors, parameters, dtypes, bytes and metadata of FILE (or of a Hub checkpoint)",
-        description="Summarise a local checkpoint file, or with --hub a safetensors checkpoint on the "
-        "Hugging Face Hub from its headers alone (HTTP range requests: the tensor data is never downloaded).",
+        "every tensor (name, dtype, shape, bytes, file) and a summary of FILE (or of a Hub checkpoint)",
+        description="List the tensors of a local checkpoint file, sorted by name, with its format, counts, "
+        "dtypes and metadata; or with --hub those of a safetensors checkpoint on the Hugging Face Hub, from "
+        "its headers alone (HTTP range requests: the tensor data is never downloaded). A safetensors file "
+        "(single or sharded) is listed from its headers; other formats are loaded (onto --device).",
     )
     p.add_argument("file", nargs="?", metavar="FILE", help="the checkpoint file (omit with --hub)")
     p.add_argument("--hub", metavar="REPO_ID", help="inspect this Hub repository's safetensors checkpoint")
@@ -112,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         "index, else model.safetensors)",
     )
     p.add_argument("--revision", metavar="REV", help="with --hub: branch, tag or commit hash (default: main)")
+    p.add_argument(
+        "--tensors",
+        action="append",
+        metavar="GLOB",
+        help="only the tensors whose name matches GLOB (e.g. 'encoder.*'; repeatable): listed and counted",
+    )
+    p.add_argument(
+        "--summary", action="store_true", help="only the summary (counts, dtypes, metadata), no tensor list"
+    )
     p.set_defaults(func=commands.cmd_inspect)
 
     p = command(
@@ -168,6 +189,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: only on a terminal)")
     p.set_defaults(func=commands.cmd_fetch)
+
+    p = command(
+        "diff",
+        "compare two checkpoints tensor by tensor (exit 0: equal, 1: different, 2: error)",
+        description="Compare A and B (files, sharded sets or folders, in any loadable formats) tensor by "
+        "tensor: tensors only in A or only in B, shapes or dtypes that differ, values that differ (the "
+        "largest absolute and relative difference, and how many elements). Equal means bit for bit unless "
+        "--atol/--rtol are given. One tensor of each side is read at a time (memory maps where the format "
+        "has them). Exit status: 0 equal, 1 different, 2 error.",
+    )
+    p.add_argument("a", metavar="A", help="a checkpoint file, a sharded set's index, or a folder")
+    p.add_argument("b", metavar="B", help="the checkpoint to compare it with (any loadable format)")
+    p.add_argument(
+        "--atol",
+        type=_tolerance,
+        default=0.0,
+        metavar="X",
+        help="absolute tolerance: elements differ when |a - b| > atol + rtol * |b| (default 0: bit for bit)",
+    )
+    p.add_argument("--rtol", type=_tolerance, default=0.0, metavar="X", help="relative tolerance (default 0)")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out the tensors whose name matches GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--strip-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="remove this leading prefix from the tensor names of both sides before matching them, as the "
+        "engine's key cleanup does: _orig_mod. (torch.compile), module. (DataParallel); repeatable",
+    )
+    p.set_defaults(func=commands.cmd_diff, error_status=2)
     return parser
 
 
@@ -203,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success (also when stdout is a closed pipe), 1 on an error, 130 on Ctrl-C.
+        The exit status: 0 on success (also when stdout is a closed pipe), 1 on an error (``diff``: 1 when
+        the checkpoints differ, 2 on an error), 2 on a usage error, 130 on Ctrl-C.
     """
     args = parse_args(argv)
     configure_logging(args.verbose)
@@ -218,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             logger.exception("failed")
         echo(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(args, "error_status", 1))  # diff: 1 means "different", so an error is 2
     except KeyboardInterrupt:
         echo(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._discovery import matches_format
 from .atomic import atomic_write, sweep_temps
 from .errors import NO_SPACE_ERRNOS, CheckpointError, NoSpaceError, PluginError
 from .formats import Candidate, CheckpointFormat
 from .registry import Registry, get_registry
-from .registry._discovery import matches_format
 from .statedict import clean_state_dict
 
 if TYPE_CHECKING:

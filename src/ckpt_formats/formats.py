@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch stays out of `import ckpt_formats`
     import torch
 
+    from .tensors import TensorReader
+
     StateDict = dict[str, torch.Tensor]
 else:
     StateDict = dict
@@ -51,6 +53,9 @@ ContentCheck = Callable[[Path], bool]
 Discoverer = Callable[[Path, list[Path]], list[Candidate]]
 """``discover(directory, matched_files) -> candidates``: groups multi-file checkpoints."""
 
+TensorOpener = Callable[[Candidate], "TensorReader"]
+"""``open_tensors(candidate) -> TensorReader``: the tensors listed from the headers, read one at a time."""
+
 CompanionLister = Callable[[Path], list[str]]
 """``companions(path) -> names``: other files (relative to ``path``'s folder) that ``path`` needs,
 read from ``path`` itself (a sharded index lists its shards). Used by the hub fetch."""
@@ -73,6 +78,9 @@ class CheckpointFormat:
         hub_filenames: file names to ask a hub for, in order, when nothing is local.
         discover: optional grouping of matched files into multi-file candidates (default: one each).
         companions: optional; the files a downloaded primary file needs beside it (hub fetch).
+        open_tensors: optional ``candidate -> TensorReader`` (:mod:`ckpt_formats.tensors`): every tensor
+            listed from the headers and read one at a time; ``inspect`` and ``diff`` then never load the
+            whole checkpoint (without it they do, through ``load``).
         executes_code: True when loading can run code from the file (pickle); removed by ``safe_only``.
         description: one line for ``ckpt-formats list``.
 
@@ -92,6 +100,7 @@ class CheckpointFormat:
     hub_filenames: tuple[str, ...] = ()
     discover: Discoverer | None = None
     companions: CompanionLister | None = None
+    open_tensors: TensorOpener | None = None
     executes_code: bool = False
     description: str = ""
     # Filled in by the registry: which plugin (and distribution) declared the format.

@@ -1,4 +1,4 @@
-"""The pluggy hook specifications. Specs only: the manager lives in :mod:`ckpt_formats.registry`.
+"""The pluggy hook specifications. Specs only: the manager lives in :mod:`ckpt_formats._plugins`.
 
 A plugin implements a hook by defining a function of the same name marked with :data:`hookimpl`. A function
 whose name starts with ``ckpt_formats_`` but matches no spec here (a typo) makes the plugin broken: the
@@ -18,7 +18,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 if TYPE_CHECKING:
-    from .registry import FormatRegistrar
+    from ._registrar import FormatRegistrar
 
 
 # -- declaring formats (called once per plugin, on first use of the registry) ---------------------------

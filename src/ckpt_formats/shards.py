@@ -11,24 +11,28 @@ it, and a plugin may too. The rules:
   shard holds is an error too.
 
 Shards are loaded one at a time by the format's own single-file loader (memory-mapped where it can), so the
-peak memory is that of the state dict itself.
+peak memory is that of the state dict itself. :func:`open_sharded` lists the tensors of every shard (from
+their headers, with a format's ``open_shard``) and reads them one at a time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointLoadError
 from .formats import Candidate, CheckpointFormat, Discoverer, MetadataReader
+from .tensors import CombinedReader, StateDictReader, TensorInfo, TensorReader
 
 __all__ = [
     "discover_sharded",
     "index_metadata",
     "load_sharded",
     "looks_like_index",
+    "open_sharded",
     "read_index",
     "read_weight_map",
     "shard_names",
@@ -192,14 +196,67 @@ def load_sharded(
         for name, value in load_shard(shard, device).items():
             _check_owner(index, weight_map, name, shard)
             state_dict[name] = value
-    missing = sorted(k for k in weight_map if k not in state_dict)
+    _check_complete(index, weight_map, state_dict)
+    return state_dict
+
+
+def open_sharded(candidate: Candidate, open_shard: Callable[[Path], TensorReader]) -> TensorReader:
+    """A sharded candidate's tensors, listed from every shard's reader and read one at a time, under the same
+    index rules as :func:`load_sharded` (checked when it is opened, before any tensor is read).
+
+    Args:
+        candidate: the index first, then the shards.
+        open_shard: the format's reader of one shard, ``path -> TensorReader``.
+
+    Returns:
+        One reader over every shard; each :class:`TensorInfo` names the shard file that holds it.
+
+    Raises:
+        CheckpointLoadError: as :func:`load_sharded`.
+    """
+    index = candidate.path
+    weight_map = read_weight_map(index)
+    parts: list[TensorReader] = []
+    try:
+        for name in sorted(set(weight_map.values())):
+            parts.append(_NamedShard(open_shard(index.parent / name), name))
+
+        def check(info: TensorInfo) -> None:
+            _check_owner(index, weight_map, info.name, index.parent / str(info.file))
+
+        reader = CombinedReader(parts, check)
+        _check_complete(index, weight_map, {t.name for t in reader.infos()})
+    except BaseException:
+        for part in parts:
+            part.close()
+        raise
+    return reader
+
+
+class _NamedShard(TensorReader):
+    """A shard's reader whose :class:`TensorInfo` records the shard's file name."""
+
+    def __init__(self, reader: TensorReader, file: str) -> None:
+        self._reader, self._file = reader, file
+
+    def infos(self) -> list[TensorInfo]:
+        return [replace(t, file=self._file) for t in self._reader.infos()]
+
+    def get(self, name: str) -> Any:
+        return self._reader.get(name)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _check_complete(index: Path, weight_map: Mapping[str, str], found: Container[str]) -> None:
+    missing = sorted(k for k in weight_map if k not in found)
     if missing:
         raise CheckpointLoadError(
             f"{index}: {len(missing)} tensor(s) listed in the index are in none of its shards (first: "
             f"{missing[0]!r}, assigned to {weight_map[missing[0]]}); the shards do not belong to this index: "
             "re-download the set"
         )
-    return state_dict
 
 
 def _check_owner(index: Path, weight_map: Mapping[str, str], name: str, shard: Path) -> None:
@@ -223,6 +280,7 @@ def sharded_format(
     index_suffix: str,
     load_shard: Callable[[Path, str], Mapping[str, Any]],
     shard_keys: Callable[[Path], Iterable[str]] | None = None,
+    open_shard: Callable[[Path], TensorReader] | None = None,
     read_metadata: MetadataReader | None = None,
     hub_filenames: tuple[str, ...] = (),
     executes_code: bool = False,
@@ -236,6 +294,8 @@ def sharded_format(
         index_suffix: e.g. ``.safetensors.index.json``; the format's glob is ``*`` followed by it.
         load_shard: the single-file loader of one shard, ``(path, device) -> {name: tensor}``.
         shard_keys: optional cheap ``path -> tensor names`` (see :func:`load_sharded`).
+        open_shard: optional ``path -> TensorReader`` of one shard (see :func:`open_sharded`); without it
+            ``inspect`` and ``diff`` load each shard with ``load_shard`` onto the CPU.
         read_metadata: the format's metadata reader (default: the index's own ``metadata``).
         hub_filenames: index names to ask a hub for.
         executes_code: True when loading a shard can run code.
@@ -248,6 +308,12 @@ def sharded_format(
     def load(candidate: Candidate, device: str) -> dict[str, Any]:
         return load_sharded(candidate, device, load_shard, shard_keys)
 
+    def open_loaded(path: Path) -> TensorReader:
+        return StateDictReader(load_shard(path, "cpu"))
+
+    def open_tensors(candidate: Candidate) -> TensorReader:
+        return open_sharded(candidate, open_shard or open_loaded)
+
     return CheckpointFormat(
         name=name,
         priority=priority,
@@ -258,6 +324,7 @@ def sharded_format(
         hub_filenames=hub_filenames,
         discover=discover_sharded(name),
         companions=shard_names,
+        open_tensors=open_tensors,
         executes_code=executes_code,
         description=description,
     )

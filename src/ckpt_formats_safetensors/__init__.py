@@ -16,6 +16,7 @@ from typing import Any
 
 from ckpt_formats import Candidate, CheckpointFormat, CheckpointLoadError, FormatRegistrar, hookimpl, shards
 from ckpt_formats.sniff import looks_like_safetensors
+from ckpt_formats.tensors import TensorInfo, TensorReader, safetensors_infos
 
 INDEX_SUFFIX = ".safetensors.index.json"
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -86,6 +87,52 @@ def save_file(state_dict: Mapping[str, Any], path: Path, metadata: Mapping[str, 
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
 
 
+class SafetensorsReader(TensorReader):
+    """The tensors of one safetensors file: listed from its header, each read on demand through
+    ``safetensors.safe_open`` (a memory map; one tensor copied out at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._infos = safetensors_infos(read_header(path))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointLoadError(
+                f"{path}: safetensors header has a malformed tensor entry ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._names = {t.name for t in self._infos}
+        self._handle: Any = None
+
+    def infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def get(self, name: str) -> Any:
+        from safetensors import SafetensorError, safe_open
+
+        if name not in self._names:
+            raise KeyError(name)
+        try:
+            if self._handle is None:
+                self._handle = safe_open(str(self.path), framework="pt", device="cpu")
+            return self._handle.get_tensor(name)
+        except SafetensorError as exc:
+            detail = next((s.strip() for s in str(exc).splitlines() if s.strip()), "no detail")
+            raise CheckpointLoadError(
+                f"{self.path}: cannot read tensor {name!r}: corrupt or truncated safetensors file ({detail})"
+            ) from exc
+
+    def close(self) -> None:
+        self._handle = None
+
+
+def _open_shard(path: Path) -> TensorReader:
+    _check_shard(path)
+    return SafetensorsReader(path)
+
+
+def _open_single(candidate: Candidate) -> TensorReader:
+    return SafetensorsReader(candidate.path)
+
+
 def _load_single(candidate: Candidate, device: str) -> dict[str, Any]:
     return load_file(candidate.path, device)
 
@@ -97,9 +144,13 @@ def _read_metadata_single(candidate: Candidate) -> dict[str, str]:
 # -- sharded: the index rules are ckpt_formats.shards', shared with the sharded pickle format --------------
 
 
-def _load_shard(path: Path, device: str) -> dict[str, Any]:
+def _check_shard(path: Path) -> None:
     if not looks_like_safetensors(path):
         raise CheckpointLoadError(f"{path}: a shard of a sharded safetensors set, but not a safetensors file")
+
+
+def _load_shard(path: Path, device: str) -> dict[str, Any]:
+    _check_shard(path)
     return load_file(path, device)
 
 
@@ -121,6 +172,7 @@ SAFETENSORS = CheckpointFormat(
     save=save_file,
     matches=looks_like_safetensors,
     read_metadata=_read_metadata_single,
+    open_tensors=_open_single,
     hub_filenames=("model.safetensors",),
     description="safetensors file (raw tensors behind a JSON header; cannot run code)",
 )
@@ -131,6 +183,7 @@ SAFETENSORS_SHARDED = shards.sharded_format(
     index_suffix=INDEX_SUFFIX,
     load_shard=_load_shard,
     shard_keys=_shard_keys,
+    open_shard=_open_shard,
     read_metadata=_read_metadata_sharded,
     hub_filenames=("model" + INDEX_SUFFIX,),
     description="sharded safetensors: an index JSON and the shards it lists, loaded as one state dict",

@@ -18,6 +18,9 @@ from typing import Any
 from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
 
 from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads, default_write_threads
+from .cli_clips import one_line as _one_line
+from .cli_clips import prepare_clips
+from .cli_clips import report as _report
 from .errors import CliError, CorridorKeyError
 from .model.source import PUBLISHED_MODELS, CheckpointSource
 
@@ -49,13 +52,6 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
         return run_infer(args, found, key_options(args), checkpoint_source(args), args.output)
     return _key_clips(args, found, key_options(args), checkpoint_source(args), args.output)
-
-
-def _report(args: argparse.Namespace, message: str, exc: BaseException | None = None) -> None:
-    """One error line on stderr (the traceback first with --verbose); the run goes on."""
-    if args.verbose and exc is not None:
-        log.error("%s", message, exc_info=exc)
-    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
 
 
 def _load_engine(args: argparse.Namespace, source: CheckpointSource) -> Any:
@@ -185,30 +181,6 @@ def _key_clips(
     return 1 if failed else 0
 
 
-def prepare_clips(
-    args: argparse.Namespace, roots: Sequence[Path | Any], opts: Any, output: Path | None
-) -> tuple[list[Any], int]:
-    """Check every clip (creating nothing), reporting each bad one on a line; the good clips and how many
-    failed."""
-    from .clips.layout import ClipPath
-    from .clips.pipeline import prepare_clip
-
-    failed = 0
-    clips = []
-    for item in roots:
-        item = item if isinstance(item, ClipPath) else ClipPath(Path(item))
-        if item.error is not None:
-            _report(args, item.error)
-            failed += 1
-            continue
-        try:
-            clips.append(prepare_clip(item.path, opts, output))
-        except (CorridorKeyError, OSError) as exc:
-            _report(args, str(exc), exc)
-            failed += 1
-    return clips, failed
-
-
 def _clip_line(clip: Any, opts: Any, todo: Sequence[int], seconds: float, movie: Path | None) -> str:
     """``shot010: keyed 12 of 120 frames (frames 1001-1012) in 8.1 s; Comp.mp4 written``."""
     selected = f" (frames {opts.frames.describe()})" if not opts.frames.everything else ""
@@ -279,10 +251,6 @@ def _output_folders(outputs: Sequence[str]) -> list[str]:
     from .clips.pipeline import OUTPUTS
 
     return [OUTPUTS[o].folder for o in outputs]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from ckpt_formats.atomic import sweep_temps
 
 from .cli_args import PROG
+from .cli_clips import prepare_clips
 from .clips.pipeline import OUTPUTS, Clip, KeyOptions
 from .clips.ray_stages import (
     RESUME,
@@ -42,7 +43,6 @@ def run_infer(
     """
     from tqdm import tqdm
 
-    from .cli import prepare_clips
     from .clips.fingerprint import checkpoint_settings, program_version
     from .clips.pipeline import begin_clip, finish_clip, plan_frames
     from .device import resolve_dtype

@@ -43,7 +43,7 @@ from ..formats import CheckpointFormat
 from ._source import HubSource
 
 if TYPE_CHECKING:
-    from .._inspection import Inspection
+    from .._summary import Inspection
 
 __all__ = ["LOCKS_FOLDER", "HubSource", "fetch", "inspect_remote", "lock_path", "present"]
 
@@ -81,7 +81,7 @@ def fetch(
         AmbiguousCheckpointError: (without ``force``) ``directory`` already holds several checkpoints.
         CheckpointDownloadError: anything else (network, stall, deadline, access, integrity, disk space).
     """
-    from ..registry._discovery import filtered_out
+    from .._discovery import filtered_out
     from ._placement import place
     from ._session import Absent, Session
 
@@ -151,7 +151,7 @@ def present(
     Raises:
         AmbiguousCheckpointError: several candidates of the winning format (fetching would add one more).
     """
-    from ..registry._discovery import discover
+    from .._discovery import discover
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -11,41 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import struct
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._summary import Inspection, summarize
 from ..errors import CheckpointDownloadError, CheckpointLoadError, CheckpointNotFoundError
+from ..tensors import TensorInfo, safetensors_infos
 from ._errors import download_error, is_remote_absent, reason
 from ._source import HubSource
-
-if TYPE_CHECKING:
-    from .._inspection import Inspection
 
 logger = logging.getLogger("ckpt_formats.hub")
 
 DEFAULT_NAMES = ("model.safetensors.index.json", "model.safetensors")
 MAX_HEADER = 100 * 1024 * 1024
 MAX_INDEX = 50 * 1024 * 1024
-DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U64": "uint64",
-    "U32": "uint32",
-    "U16": "uint16",
-    "U8": "uint8",
-    "BOOL": "bool",
-    "C64": "complex64",
-}
 
 
 class _Absent(Exception):
@@ -143,19 +122,19 @@ def inspect_remote(
 
 
 def _inspect_file(reader: _Reader, name: str) -> Inspection:
-    from .._inspection import Inspection
-
     where = f"{reader.source.repo_id}/{name}@{reader.revision}"
     if name.endswith(".index.json"):
         index = _read_index(reader, name, where)
         folder = name.rpartition("/")[0]
         shards = sorted(set(index["weight_map"].values()))
         headers = [_read_shard_header(reader, f"{folder}/{s}" if folder else s, name) for s in shards]
+        files: list[str | None] = list(shards)
         metadata = dict(headers[0].get("__metadata__") or {}) if headers else {}
         metadata.update({k: str(v) for k, v in (index.get("metadata") or {}).items()})
         fmt = "safetensors-sharded"
     elif name.endswith(".safetensors"):
         headers = [_read_header(reader, name)]
+        files = [None]
         metadata = dict(headers[0].get("__metadata__") or {})
         fmt = "safetensors"
     else:
@@ -163,18 +142,16 @@ def _inspect_file(reader: _Reader, name: str) -> Inspection:
             f"{where}: only safetensors checkpoints can be inspected remotely (a .safetensors file or a "
             ".safetensors.index.json); download other formats with `ckpt-formats fetch`"
         )
-    entries = [(k, v) for h in headers for k, v in h.items() if k != "__metadata__"]
-    dtypes = Counter(DTYPES.get(v["dtype"], v["dtype"].lower()) for _, v in entries)
-    return Inspection(
-        path=where,
-        format=fmt,
-        executes_code=False,
-        tensors=len(entries),
-        parameters=sum(math.prod(v["shape"]) for _, v in entries),
-        bytes=sum(v["data_offsets"][1] - v["data_offsets"][0] for _, v in entries),
-        dtypes=dict(sorted(dtypes.items())),
-        metadata={str(k): str(v) for k, v in metadata.items()},
-    )
+    pairs = zip(headers, files, strict=True)
+    infos = [info for header, file in pairs for info in _infos(header, file, where)]
+    return summarize(where, fmt, False, infos, metadata)
+
+
+def _infos(header: dict[str, Any], file: str | None, where: str) -> list[TensorInfo]:
+    try:
+        return safetensors_infos(header, file)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointLoadError(f"{where}: not a safetensors header (a tensor entry is malformed)") from exc
 
 
 def _read_index(reader: _Reader, name: str, where: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The :class:`Registry` facade and :func:`resolve`: the calls applications make.
 
-The registry delegates plugin loading to :mod:`._plugins` and the reading of a directory to
-:mod:`._discovery`; what it adds is the policy (restriction, safe-only, disabled formats), loading with a
-clear error, and the resolve rules (including the hub fetch when nothing is local).
+The top of the registry's layers: it delegates plugin loading to :mod:`ckpt_formats._plugins`, the reading of
+a directory to :mod:`ckpt_formats._discovery` and downloads to :mod:`ckpt_formats.hub`; what it adds is the
+policy (restriction, safe-only, disabled formats), loading with a clear error, and the resolve rules
+(including the hub fetch when nothing is local).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._discovery import Discovery, discover, matches_format, refused_names
+from .._plugins import DISABLE_ENV, BrokenPlugin, Plugins, disabled_from_env, safe_only_from_env
 from ..errors import (
     CheckpointDownloadError,
     CheckpointError,
@@ -22,12 +25,11 @@ from ..errors import (
     PluginError,
 )
 from ..formats import Candidate, CheckpointFormat, ResolvedCheckpoint
-from ._discovery import Discovery, discover, matches_format, refused_names
-from ._loading import load_checked
-from ._plugins import DISABLE_ENV, BrokenPlugin, Plugins, disabled_from_env, safe_only_from_env
+from ._loading import load_checked, open_checked
 
 if TYPE_CHECKING:
     from ..hub import HubSource
+    from ..tensors import TensorReader
 
 logger = logging.getLogger("ckpt_formats.registry")
 
@@ -201,6 +203,37 @@ class Registry:
         """
         return load_checked(fmt, candidate, device, self.all_formats())
 
+    def open_tensors(
+        self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu"
+    ) -> tuple[TensorReader, dict[str, str]]:
+        """The candidate's tensors listed and read one at a time (``inspect``, ``diff``), after the checks
+        of :meth:`load`: from the headers alone through the format's ``open_tensors``; a format without it is
+        loaded whole onto ``device``.
+
+        Returns:
+            A :class:`~ckpt_formats.tensors.TensorReader` (close it, or use it in ``with``) and the metadata.
+
+        Raises:
+            as :meth:`load`.
+        """
+        return open_checked(fmt, candidate, self.all_formats(), device)
+
+    def candidate_for(
+        self, path: str | os.PathLike[str], *, safe_only: bool | None = None, advice: str | None = None
+    ) -> tuple[CheckpointFormat, Candidate]:
+        """The checkpoint a command line names: a file (as :meth:`candidate_for_file`), or a folder's winner
+        (the resolve rules, without the hub; ``advice`` as :meth:`resolve` takes it).
+
+        Raises:
+            CheckpointNotFoundError: no such file or folder, or nothing in the folder.
+            AmbiguousCheckpointError: several candidates of the winning format in the folder.
+        """
+        path = Path(path)
+        if path.is_dir():
+            fmt, candidate, _ = self.discover(path, safe_only=safe_only).choose(advice=advice)
+            return fmt, candidate
+        return self.candidate_for_file(path, safe_only=safe_only)
+
     def resolve(
         self,
         directory: str | os.PathLike[str],
@@ -247,7 +280,7 @@ class Registry:
             directory.mkdir(parents=True, exist_ok=True)
         found = self.discover(directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only)
         if found.winner is None and hub is not None:
-            from ..hub import fetch
+            from ..hub import fetch  # off the import path of `import ckpt_formats` until a fetch is needed
 
             try:
                 fetch(hub, directory, found.formats, exclude=exclude, select=select)

@@ -1,10 +1,13 @@
 """The load path of the registry: device check, content check, the plugin's loader, one clear error.
 
-In order: the device must exist in this torch build and machine (an unavailable device is reported as
-such, never as a corrupt file); the candidate's files must be present, readable and of the format's content
-(:func:`._discovery.check_content`); then the plugin's ``load`` and ``read_metadata`` run. Whatever fails
-becomes one error naming the file. Warnings the loader emits (torch's notes on pickle protocols) are
-passed to ``logging`` at INFO level instead of being printed.
+In order: the device must exist in this torch build and machine (an unavailable device is reported as such,
+never as a corrupt file); the candidate's files must be present, readable and of the format's content
+(:func:`ckpt_formats._discovery.check_content`); then the plugin's ``load`` and ``read_metadata`` run.
+Whatever fails becomes one error naming the file. Warnings the loader emits (torch's notes on pickle
+protocols) are passed to ``logging`` at INFO level instead of being printed.
+
+:func:`open_checked` is the same path for reading tensors one at a time (``inspect``, ``diff``): through the
+format's ``open_tensors`` when it has one, else by loading the whole state dict.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._discovery import check_content, unreadable
+from .._guard import failure, first_line, guarded_reader
 from ..errors import CheckpointError, CheckpointLoadError, DeviceUnavailableError
 from ..formats import Candidate, CheckpointFormat
-from ._discovery import check_content, unreadable
-from ._guard import failure, first_line
+from ..statedict import unwrap
+from ..tensors import StateDictReader, TensorReader
 
 logger = logging.getLogger("ckpt_formats.registry")
 
@@ -108,3 +113,39 @@ def load_checked(
             f"not a mapping of tensors (plugin {fmt.plugin!r})"
         )
     return state_dict, metadata
+
+
+def open_checked(
+    fmt: CheckpointFormat, candidate: Candidate, known: Sequence[CheckpointFormat], device: str = "cpu"
+) -> tuple[TensorReader, dict[str, str]]:
+    """The candidate's tensors, listed and read one at a time, after the same checks as :func:`load_checked`.
+
+    With the format's ``open_tensors`` nothing but headers is read until a tensor is asked for (on the CPU);
+    without it the state dict is loaded whole onto ``device`` (unwrapped from ``state_dict``/``model``
+    wrappers) and served from memory.
+
+    Returns:
+        The reader (close it) and the format's metadata.
+
+    Raises:
+        as :func:`load_checked`.
+    """
+    if fmt.open_tensors is None:
+        state_dict, metadata = load_checked(fmt, candidate, device, known)
+        return StateDictReader(unwrap(state_dict)), metadata
+    path = candidate.path
+    check_device(device, path)
+    check_content(fmt, candidate, known)
+    reader = None
+    try:
+        reader = fmt.open_tensors(candidate)
+        metadata = dict(fmt.read_metadata(candidate)) if fmt.read_metadata else {}
+    except BaseException as exc:
+        if isinstance(reader, TensorReader):
+            reader.close()
+        if isinstance(exc, CheckpointError) or not isinstance(exc, (Exception, SystemExit)):
+            raise
+        if isinstance(exc, OSError):
+            raise unreadable(path, fmt, exc) from exc
+        raise failure(fmt, "open_tensors", str(path), exc) from exc
+    return guarded_reader(fmt, reader, str(path)), metadata

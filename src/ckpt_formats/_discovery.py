@@ -14,16 +14,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import sniff
-from ..errors import (
+from . import sniff
+from ._plugins import DISABLE_ENV
+from .errors import (
     AmbiguousCheckpointError,
     CheckpointContentError,
     CheckpointLoadError,
     CheckpointNotFoundError,
     PluginError,
 )
-from ..formats import Candidate, CheckpointFormat
-from ._plugins import DISABLE_ENV
+from .formats import Candidate, CheckpointFormat
 
 logger = logging.getLogger("ckpt_formats.registry")
 
