@@ -1,0 +1,211 @@
+"""The builtin distributed-checkpoint (DCP) format: real folders written by
+``torch.distributed.checkpoint.save`` in this one process (no process group), loaded through the registry and
+compared bit for bit."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from conftest import assert_same_tensors, run_main, tiny_state_dict, write_safetensors
+
+import ckpt_formats_dcp
+from ckpt_formats import CheckpointLoadError, CheckpointNotFoundError, resolve
+from ckpt_formats.cli import main
+from ckpt_formats.convert import convert
+from ckpt_formats.testing import isolated_registry
+
+
+def save_dcp(directory: Path, state: dict) -> Path:
+    """``torch.distributed.checkpoint.save`` on one process, as a training script without a group does."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, checkpoint_id=str(directory), no_dist=True)
+    return directory
+
+
+def model_state() -> dict[str, torch.Tensor]:
+    """Every dtype a model carries: float32, float16, int64 (tiny_state_dict), bfloat16, a 0-d tensor."""
+    g = torch.Generator().manual_seed(3)
+    state = tiny_state_dict(1)
+    state["head.weight"] = torch.randn(5, 7, generator=g).to(torch.bfloat16)
+    state["norm.num_batches_tracked"] = torch.tensor(12)
+    return state
+
+
+def training_state() -> dict:
+    """What a training loop saves: the model, an optimizer with state, a step counter."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 3, generator=torch.Generator().manual_seed(0))).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 7}
+
+
+def cli(*args):
+    return run_main(main, "ckpt-formats", [str(a) for a in args])
+
+
+def test_a_flat_model_state_dict_resolves_bit_for_bit(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+
+    resolved = resolve(tmp_path / "ckpt")
+
+    assert resolved.format.name == "dcp" and resolved.format.plugin == "dcp"
+    assert resolved.path == tmp_path / "ckpt" / ".metadata"
+    assert [p.name for p in resolved.paths] == [".metadata", "__0_0.distcp"]
+    assert_same_tensors(resolved.state_dict, model_state())
+
+
+def test_one_top_level_entry_is_dropped_as_accelerate_merge_weights_does(tmp_path):
+    save_dcp(tmp_path / "ckpt", {"model": model_state()})
+
+    assert_same_tensors(resolve(tmp_path / "ckpt").state_dict, model_state())
+
+
+def test_model_weights_only_by_default_everything_on_request(tmp_path):
+    state = training_state()
+    save_dcp(tmp_path / "ckpt", state)
+
+    loaded = resolve(tmp_path / "ckpt").state_dict
+    everything = ckpt_formats_dcp.load_directory(tmp_path / "ckpt", model_only=False)
+
+    assert_same_tensors(loaded, state["model"])
+    assert set(everything) == {f"model.{k}" for k in state["model"]} | {
+        f"optimizer.state.{i}.{name}" for i in range(4) for name in ("step", "exp_avg", "exp_avg_sq")
+    }  # the learning rate, the param groups and the step counter are pickled objects: never read
+    assert torch.equal(everything["optimizer.state.0.exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_several_entries_without_a_model_keep_their_flattened_names(tmp_path):
+    save_dcp(tmp_path / "ckpt", {"ema": tiny_state_dict(1), "student": tiny_state_dict(2)})
+
+    loaded = resolve(tmp_path / "ckpt").state_dict
+
+    want = {f"ema.{k}": v for k, v in tiny_state_dict(1).items()}
+    want |= {f"student.{k}": v for k, v in tiny_state_dict(2).items()}
+    assert_same_tensors(loaded, want)
+
+
+def test_safetensors_beside_it_wins_and_the_dcp_is_shadowed(tmp_path):
+    save_dcp(tmp_path, model_state())
+    write_safetensors(tmp_path / "model.safetensors", tiny_state_dict(5))
+
+    resolved = resolve(tmp_path)
+
+    assert resolved.format.name == "safetensors"
+    assert [c.format for c in resolved.shadowed] == ["dcp"]
+    assert_same_tensors(resolved.state_dict, tiny_state_dict(5))
+
+
+def test_safe_only_refuses_it_like_a_pth(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+
+    with pytest.raises(CheckpointNotFoundError, match=r"__0_0\.distcp.*dcp"):
+        resolve(tmp_path / "ckpt", safe_only=True)
+    with pytest.raises(CheckpointLoadError, match="dcp format is disabled by the safety policy"):
+        convert(tmp_path / "ckpt", tmp_path / "model.safetensors", safe_only=True)
+    assert not (tmp_path / "model.safetensors").exists()
+    fmt = isolated_registry(entry_points=["dcp"]).get_format("dcp")
+    assert (
+        fmt.executes_code
+        and fmt.priority < isolated_registry(entry_points=["safetensors"]).get_format("safetensors").priority
+    )
+
+
+def test_convert_the_folder_to_one_safetensors_file(tmp_path):
+    state = training_state()
+    save_dcp(tmp_path / "ckpt", state)
+
+    out = cli("convert", tmp_path / "ckpt", tmp_path / "merged" / "model.safetensors")
+
+    assert out.returncode == 0, out.stderr
+    merged = resolve(tmp_path / "merged")
+    assert merged.format.name == "safetensors"
+    assert_same_tensors(merged.state_dict, state["model"])
+    assert merged.metadata["ckpt_formats.source_format"] == "dcp"
+
+
+def test_convert_with_max_shard_size_writes_a_sharded_set(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    state = {f"layer{i}.weight": torch.randn(64, 64, generator=g) for i in range(4)}
+    save_dcp(tmp_path / "ckpt", {"model": state})
+
+    out = cli(
+        "convert", tmp_path / "ckpt", tmp_path / "set" / "model.safetensors", "--max-shard-size", "20kB"
+    )
+
+    assert out.returncode == 0, out.stderr
+    index = json.loads((tmp_path / "set" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == 4  # 16 KB tensors: one per 20 KB shard
+    assert_same_tensors(resolve(tmp_path / "set").state_dict, state)
+
+
+def test_the_metadata_file_or_a_data_file_names_the_folder_too(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+
+    for name in (".metadata", "__0_0.distcp"):
+        report = convert(tmp_path / "ckpt" / name, tmp_path / f"{name}.safetensors")
+        assert report.source_format == "dcp" and report.tensors == len(model_state())
+
+
+def test_inspect_the_folder(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+
+    out = cli("inspect", tmp_path / "ckpt", "--json")
+
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["format"] == "dcp"
+
+
+def test_a_folder_without_metadata_is_an_interrupted_save(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+    (tmp_path / "ckpt" / ".metadata").unlink()
+
+    with pytest.raises(CheckpointLoadError, match=r"\.metadata: missing"):
+        resolve(tmp_path / "ckpt")
+
+
+def test_a_missing_or_truncated_data_file_is_one_load_error(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+    save_dcp(tmp_path / "two", training_state())
+    data = tmp_path / "ckpt" / "__0_0.distcp"
+    data.write_bytes(data.read_bytes()[:100])
+    (tmp_path / "two" / "__0_0.distcp").rename(tmp_path / "two" / "gone")
+
+    with pytest.raises(CheckpointLoadError) as err:
+        resolve(tmp_path / "ckpt")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'ckpt'}: a data file of the distributed checkpoint is missing or unreadable (EOFError)"
+    )
+    with pytest.raises(CheckpointNotFoundError, match=r"\.metadata"):
+        resolve(tmp_path / "two")  # no data file left: no candidate (hidden .metadata alone is nothing)
+
+
+def test_metadata_that_is_not_a_pickle_is_refused_before_loading(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+    (tmp_path / "ckpt" / ".metadata").write_text("{}")
+
+    with pytest.raises(CheckpointLoadError, match=r"\.metadata"):
+        resolve(tmp_path / "ckpt")
+
+
+def test_truncated_metadata_is_one_load_error(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+    meta = tmp_path / "ckpt" / ".metadata"
+    meta.write_bytes(meta.read_bytes()[:40])
+
+    with pytest.raises(CheckpointLoadError, match="not readable distributed-checkpoint metadata"):
+        resolve(tmp_path / "ckpt")
+
+
+def test_list_shows_the_format_as_executing_code(tmp_path):
+    out = cli("list", "--json")
+
+    assert out.returncode == 0
+    (dcp_row,) = [f for f in json.loads(out.stdout)["formats"] if f["name"] == "dcp"]
+    assert dcp_row["executes_code"] is True and dcp_row["distribution"] == "ckpt-formats"
