@@ -195,7 +195,9 @@ class Registry:
             directory, allowed, self.all_formats(), restricted_to=formats, exclude=exclude, select=select
         )
 
-    def load(self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu") -> tuple[Any, dict]:
+    def load(
+        self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu"
+    ) -> tuple[Any, dict[str, str]]:
         """Check the device and the candidate's content, then load it with its plugin. Never tries another
         format.
 
