@@ -5,6 +5,11 @@ compared bit for bit."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -59,6 +64,59 @@ def test_a_flat_model_state_dict_resolves_bit_for_bit(tmp_path):
     assert resolved.path == tmp_path / "ckpt" / ".metadata"
     assert [p.name for p in resolved.paths] == [".metadata", "__0_0.distcp"]
     assert_same_tensors(resolved.state_dict, model_state())
+
+
+def test_several_data_files_of_one_rank(tmp_path):
+    writer = dcp.FileSystemWriter(str(tmp_path / "ckpt"), single_file_per_rank=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(model_state(), storage_writer=writer, no_dist=True)
+
+    resolved = resolve(tmp_path / "ckpt")
+
+    assert len(resolved.paths) == 1 + len(model_state())  # one data file per tensor
+    assert_same_tensors(resolved.state_dict, model_state())
+
+
+SHARDED_SAVE = """
+import sys
+import torch, torch.distributed as dist, torch.distributed.checkpoint as dcp
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+
+rank, world, directory = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", rank=rank, world_size=world)
+mesh = init_device_mesh("cpu", (world,))
+g = torch.Generator().manual_seed(0)
+full = {"a.weight": torch.randn(6, 4, generator=g), "b.bias": torch.randn(5, generator=g).to(torch.bfloat16),
+        "steps": torch.arange(7)}
+if rank == 0:
+    torch.save(full, directory + ".expected.pt")
+sharded = {k: distribute_tensor(v, mesh, [Shard(0)]) for k, v in full.items()}
+dcp.save({"model": sharded}, checkpoint_id=directory)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_sharded_over_two_ranks_is_merged(tmp_path):
+    """What FSDP writes: DTensors sharded over the ranks of a process group, each rank its own data file."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "save.py").write_text(textwrap.dedent(SHARDED_SAVE))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    ckpt = tmp_path / "ckpt"
+    ranks = [
+        subprocess.Popen([sys.executable, str(tmp_path / "save.py"), str(rank), "2", str(ckpt)], env=env)
+        for rank in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in ranks] == [0, 0]
+
+    resolved = resolve(ckpt)
+
+    assert [p.name for p in resolved.paths] == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert_same_tensors(resolved.state_dict, torch.load(str(ckpt) + ".expected.pt", weights_only=True))
 
 
 def test_one_top_level_entry_is_dropped_as_accelerate_merge_weights_does(tmp_path):
