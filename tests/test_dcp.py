@@ -267,3 +267,23 @@ def test_list_shows_the_format_as_executing_code(tmp_path):
     assert out.returncode == 0
     (dcp_row,) = [f for f in json.loads(out.stdout)["formats"] if f["name"] == "dcp"]
     assert dcp_row["executes_code"] is True and dcp_row["distribution"] == "ckpt-formats"
+
+
+def test_any_folder_holding_one_checkpoint_is_a_source_and_the_resolve_rules_choose(tmp_path):
+    from ckpt_formats.testing import write_sharded_safetensors
+
+    write_sharded_safetensors(tmp_path / "set" / "model.safetensors", tiny_state_dict(4), max_shard_size=64)
+    write_safetensors(tmp_path / "two" / "a.safetensors")
+    write_safetensors(tmp_path / "two" / "b.safetensors")
+
+    report = convert(tmp_path / "set", tmp_path / "out.safetensors")
+    ambiguous = cli("convert", tmp_path / "two", tmp_path / "x.safetensors")
+
+    assert report.source_format == "safetensors-sharded"
+    assert_same_tensors(resolve(tmp_path, select="out.safetensors").state_dict, tiny_state_dict(4))
+    assert (
+        ambiguous.returncode == 1
+        and "a.safetensors" in ambiguous.stderr
+        and "b.safetensors" in ambiguous.stderr
+    )
+    assert not (tmp_path / "x.safetensors").exists()
