@@ -4,8 +4,10 @@ compared bit for bit."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -149,6 +151,42 @@ def test_several_entries_without_a_model_keep_their_flattened_names(tmp_path):
     assert_same_tensors(loaded, want)
 
 
+@pytest.mark.parametrize(
+    ("state", "names"),
+    [
+        # one entry holding nested dicts: dropped, the rest joined with dots
+        ({"net": {"encoder": {"w": torch.ones(2)}, "head": {"b": torch.zeros(1)}}}, ["encoder.w", "head.b"]),
+        # the model's nested names, without the optimizer and the EMA beside it
+        (
+            {
+                "model": {"encoder": {"w": torch.ones(2)}},
+                "ema": {"w": torch.ones(3)},
+                "opt": {"m": torch.ones(1)},
+            },
+            ["encoder.w"],
+        ),
+        # "model" is a tensor, not an entry holding the model's tensors: everything is kept
+        ({"model": torch.ones(2), "scale": torch.ones(1)}, ["model", "scale"]),
+        # a tensor beside the model (a step counter) is not the model's
+        ({"model": {"w": torch.ones(2)}, "step": torch.tensor(3)}, ["w"]),
+        # a tensor beside one other nested entry: nothing is dropped
+        ({"net": {"w": torch.ones(2)}, "step": torch.tensor(3)}, ["net.w", "step"]),
+    ],
+)
+def test_how_nested_names_are_flattened(tmp_path, state, names):
+    save_dcp(tmp_path / "ckpt", state)
+
+    assert sorted(resolve(tmp_path / "ckpt").state_dict) == names
+
+
+def test_a_checkpoint_without_tensors_is_one_load_error(tmp_path):
+    save_dcp(tmp_path / "ckpt", {"step": 3, "lr": 0.1})
+
+    with pytest.raises(CheckpointLoadError) as err:
+        resolve(tmp_path / "ckpt")
+    assert str(err.value) == f"{tmp_path / 'ckpt' / '.metadata'}: the distributed checkpoint holds no tensor"
+
+
 def test_safetensors_beside_it_wins_and_the_dcp_is_shadowed(tmp_path):
     save_dcp(tmp_path, model_state())
     write_safetensors(tmp_path / "model.safetensors", tiny_state_dict(5))
@@ -242,6 +280,32 @@ def test_a_missing_or_truncated_data_file_is_one_load_error(tmp_path):
     )
     with pytest.raises(CheckpointNotFoundError, match=r"\.metadata"):
         resolve(tmp_path / "two")  # no data file left: no candidate (hidden .metadata alone is nothing)
+
+
+def test_one_missing_data_file_of_several_is_named(tmp_path):
+    writer = dcp.FileSystemWriter(str(tmp_path / "ckpt"), single_file_per_rank=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(model_state(), storage_writer=writer, no_dist=True)
+    (tmp_path / "ckpt" / "__0_1.distcp").unlink()
+
+    with pytest.raises(CheckpointLoadError) as err:
+        resolve(tmp_path / "ckpt")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'ckpt'}: a data file of the distributed checkpoint is missing or unreadable "
+        "(FileNotFoundError: [Errno 2] No such file or directory: "
+    )
+    assert "__0_1.distcp" in str(err.value)
+
+
+def test_metadata_that_pickles_something_else_is_refused(tmp_path):
+    save_dcp(tmp_path / "ckpt", model_state())
+    (tmp_path / "ckpt" / ".metadata").write_bytes(pickle.dumps(argparse.Namespace(not_metadata=1)))
+
+    with pytest.raises(
+        CheckpointLoadError, match=r"\.metadata: holds Namespace, not distributed-checkpoint metadata"
+    ):
+        resolve(tmp_path / "ckpt")
 
 
 def test_metadata_that_is_not_a_pickle_is_refused_before_loading(tmp_path):

@@ -20,7 +20,6 @@ the default); otherwise every tensor is kept under its flattened name (``optimiz
 
 from __future__ import annotations
 
-import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -38,8 +37,6 @@ METADATA_NAME = ".metadata"
 SHARD_GLOB = "*.distcp"
 MODEL_KEY = "model"
 _SINGLE_PROCESS_WARNING = "torch.distributed is disabled, unavailable or uninitialized"
-
-logger = logging.getLogger(__name__)
 
 
 def read_metadata(directory: Path) -> Any:
@@ -92,11 +89,10 @@ def flattened_names(metadata: Any, *, model_only: bool = True) -> dict[str, str]
         if isinstance(item, TensorStorageMetadata):
             path = paths.get(fqn)
             tensors[fqn] = tuple(str(p) for p in path) if isinstance(path, tuple) and path else (fqn,)
-    tops = {path[0] for path in tensors.values()}
-    nested = all(len(path) > 1 for path in tensors.values())
-    if len(tops) == 1 and nested:  # {"model": {...}}: the one key is dropped
+    nested = {path[0] for path in tensors.values() if len(path) > 1}  # the entries that hold a dict
+    if len(nested) == 1 and all(len(path) > 1 for path in tensors.values()):  # {"model": {...}}: dropped
         return {fqn: ".".join(path[1:]) for fqn, path in tensors.items()}
-    if model_only and MODEL_KEY in tops:
+    if model_only and MODEL_KEY in nested:
         return {
             fqn: ".".join(path[1:]) for fqn, path in tensors.items() if path[0] == MODEL_KEY and len(path) > 1
         }
@@ -136,18 +132,14 @@ def load_directory(
         with warnings.catch_warnings():  # one process and no process group is the intent here
             warnings.filterwarnings("ignore", message=_SINGLE_PROCESS_WARNING)
             dcp.load(buffers, storage_reader=dcp.FileSystemReader(str(directory)), no_dist=True)
-    except (Exception, dcp.CheckpointException) as exc:  # a BaseException wrapping each failing read
-        failures = getattr(exc, "failures", None) or {}
-        cause = next(iter(failures.values()), (exc, None))[0]  # (exception, traceback) per rank
+    except dcp.CheckpointException as exc:  # a BaseException: the failure of each rank (here one)
+        cause = next(iter(exc.failures.values()))[0]  # (exception, traceback)
         first = next((s.strip() for s in str(cause).splitlines() if s.strip()), "")
         first = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
         raise CheckpointLoadError(
             f"{directory}: a data file of the distributed checkpoint is missing or unreadable ({first}); "
             "copy or save the checkpoint again"
         ) from exc
-    skipped = len(stored) - len(names)
-    if skipped:
-        logger.debug("%s: %d entries not loaded (non-tensor or not the model's)", directory, skipped)
     return {name: buffers[fqn] for fqn, name in names.items()}
 
 
