@@ -351,3 +351,13 @@ def test_any_folder_holding_one_checkpoint_is_a_source_and_the_resolve_rules_cho
         and "b.safetensors" in ambiguous.stderr
     )
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.gpu
+def test_loads_straight_onto_the_gpu(tmp_path):
+    save_dcp(tmp_path / "ckpt", {"model": model_state()})
+
+    loaded = resolve(tmp_path / "ckpt", device="cuda").state_dict
+
+    assert {t.device.type for t in loaded.values()} == {"cuda"}
+    assert_same_tensors({k: v.cpu() for k, v in loaded.items()}, model_state())
