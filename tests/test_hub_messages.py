@@ -4,14 +4,15 @@ resumed download's warning, the bar a caller forces, a sharded set's companions 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import logging
 
-import httpx2 as httpx  # the HTTP client huggingface_hub 2 uses
 import pytest
 import torch
 from hub_testing import REPO, ST, safetensors_bytes, source
 from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import get_session
 from test_write_paths import file_size_limit
 
 from ckpt_formats import CheckpointDownloadError, HubSource, get_registry
@@ -19,6 +20,10 @@ from ckpt_formats.errors import DownloadNoSpaceError
 from ckpt_formats.hub import fetch
 from ckpt_formats.hub._errors import human, no_space_error, reason
 from ckpt_formats.hub._placement import digest_from_blob
+
+# The HTTP client huggingface_hub itself uses (httpx for 1.x, httpx2 for 2.x): its private choice, so asked of
+# the installed release rather than imported by name.
+httpx = importlib.import_module(type(get_session()).__module__.split(".")[0])
 
 BIG = safetensors_bytes(state_dict={"w": torch.arange(50_000, dtype=torch.float32)})  # 200 KB
 

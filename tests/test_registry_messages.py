@@ -210,7 +210,7 @@ def test_a_disabled_plugin_is_skipped_and_logged_and_the_others_load(monkeypatch
     monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle, npz")
     with caplog.at_level(logging.INFO, logger="ckpt_formats"):
         names = [f.name for f in Registry().all_formats()]  # entry points load on first use
-    assert names == ["safetensors-sharded", "safetensors"]
+    assert names == ["safetensors-sharded", "safetensors", "dcp"]
     logged = [r.getMessage() for r in caplog.records]
     assert "plugin 'pickle' is disabled by CKPT_FORMATS_DISABLE" in logged
     assert "plugin 'npz' is disabled by CKPT_FORMATS_DISABLE" in logged

@@ -191,7 +191,9 @@ def test_entry_points_are_loaded_lazily_once():
     assert out.stdout.strip() == "False True True"
 
 
-@pytest.mark.parametrize("module", ["ckpt_formats", "ckpt_formats_safetensors", "ckpt_formats_pickle"])
+@pytest.mark.parametrize(
+    "module", ["ckpt_formats", "ckpt_formats_safetensors", "ckpt_formats_pickle", "ckpt_formats_dcp"]
+)
 def test_import_is_light(module):
     code = (
         f"import sys, {module}\n"

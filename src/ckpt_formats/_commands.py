@@ -34,7 +34,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: Callable[[], lis
 def cmd_list(args: argparse.Namespace) -> int:
     registry = get_registry()
     allowed = {f.name for f in registry.formats(safe_only=args.safe_only)}
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": f.name,
             "priority": f.priority,

@@ -83,7 +83,7 @@ def _guard(fmt: CheckpointFormat, hook: str, function: Callable[..., Any]) -> Ca
 def guarded(fmt: CheckpointFormat) -> CheckpointFormat:
     """``fmt`` with each of its declared functions wrapped by the guard (``fmt.plugin`` already set)."""
     changes = {h: _guard(fmt, h, getattr(fmt, h)) for h in HOOKS if getattr(fmt, h) is not None}
-    return replace(fmt, **changes)
+    return replace(fmt, **changes)  # type: ignore[arg-type]  # only the callable fields
 
 
 class _GuardedReader(TensorReader):

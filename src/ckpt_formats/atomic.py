@@ -61,7 +61,7 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
 def is_temp_file(path: str | os.PathLike[str], target: str | None = None) -> bool:
     """True for a temporary file this project makes (any target, or the one named ``target``)."""
     match = _TEMP_RE.match(Path(path).name)
-    return bool(match) and (target is None or match.group("target") == target)
+    return match is not None and (target is None or match.group("target") == target)
 
 
 def fsync_directory(folder: str | os.PathLike[str]) -> None:
@@ -196,8 +196,8 @@ def atomic_write(
 
     Raises:
         FileExistsError: ``replace`` is False and ``path`` exists (checked atomically at the end).
-        Whatever ``write`` raises, or the ``OSError`` of the rename. On any failure (KeyboardInterrupt
-        included) the temporary file is removed and ``path`` is untouched.
+        Exception: whatever ``write`` raises, or the ``OSError`` of the rename. On any failure
+            (KeyboardInterrupt included) the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
     tmp = temp_path_for(path)

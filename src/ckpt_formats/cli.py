@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
     try:
-        status = args.func(args)
+        status: int = args.func(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
         return status
     except BrokenPipeError:

@@ -278,9 +278,9 @@ def convert(
             atomic_write(output, lambda tmp: write_verified(tmp, tensors, output), replace=force)
             files = [output]
     except FileExistsError as exc:
-        name = exc.filename2 or exc.filename or output
+        taken = exc.filename2 or exc.filename or output
         raise ConversionError(
-            f"{name} already exists (another convert placed it first); pass force=True (--force) to "
+            f"{taken} already exists (another convert placed it first); pass force=True (--force) to "
             "replace it"
         ) from exc
     except (ConversionError, PluginError):  # a failing plugin's save is named as such

@@ -75,7 +75,8 @@ class NoSpaceError(CheckpointError, OSError):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):  # picklable across processes with its message intact
+    def __reduce__(self) -> tuple[type[CheckpointError], tuple[str, str | None]]:
+        # picklable across processes with its message intact
         return (type(self), (self.message, self.filename))
 
 

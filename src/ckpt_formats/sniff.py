@@ -54,8 +54,9 @@ def looks_like_zip(path: Path) -> bool:
     return read_head(path, 4) == b"PK\x03\x04"
 
 
-def looks_like_pickle(path: Path) -> bool:  # DEPRECATED: remove after .pth sunset
-    """A raw pickle stream (protocol 2 to 5): a legacy ``torch.save`` checkpoint."""
+def looks_like_pickle(path: Path) -> bool:
+    """A raw pickle stream (protocol 2 to 5): a legacy ``torch.save`` checkpoint, a distributed checkpoint's
+    ``.metadata``."""
     head = read_head(path, 2)
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 

@@ -19,7 +19,7 @@ from ckpt_formats.sniff import looks_like_safetensors
 from ckpt_formats.tensors import TensorInfo, TensorReader, safetensors_infos
 
 INDEX_SUFFIX = ".safetensors.index.json"
-_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")  # newer | older (0.4.3) safetensors
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -81,10 +81,11 @@ def save_file(state_dict: Mapping[str, Any], path: Path, metadata: Mapping[str, 
     try:
         st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
     except SafetensorError as exc:
-        code = _OS_ERROR.search(str(exc))
-        if code is None:
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
             raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
+        code = int(found.group(1) or found.group(2))
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 class SafetensorsReader(TensorReader):

@@ -69,9 +69,10 @@ def fetch(
         directory: where the files land (created if needed; removed again if the fetch fails and it is empty).
         formats: the allowed formats, highest priority first (the safety policy already applied).
         force: download even when ``directory`` already holds a checkpoint of one of ``formats``.
-        exclude, select: the discovery filters of the caller (:meth:`Registry.resolve`): a checkpoint they
+        exclude: the discovery filters of the caller (:meth:`Registry.resolve`): a checkpoint they
             leave out (another model's file in a shared folder) does not count as already there, and a
             remote file they leave out is not downloaded.
+        select: the other discovery filter, the same way.
 
     Returns:
         The paths placed (or, without ``force``, already there): the primary file first, then its companions.
@@ -142,7 +143,8 @@ def present(
     Args:
         directory: the folder (missing is fine: None).
         formats: the allowed formats, highest priority first.
-        exclude, select: discovery filters, as :meth:`Registry.resolve` takes them.
+        exclude: a discovery filter, as :meth:`Registry.resolve` takes it.
+        select: the other discovery filter, likewise.
 
     Returns:
         The winning candidate's paths, or None when no allowed format has a candidate there, or the winner

@@ -157,7 +157,7 @@ def _infos(header: dict[str, Any], file: str | None, where: str) -> list[TensorI
 def _read_index(reader: _Reader, name: str, where: str) -> dict[str, Any]:
     raw = reader.read(name, 0, MAX_INDEX + 1)
     try:
-        index = json.loads(raw) if len(raw) <= MAX_INDEX else None
+        index: Any = json.loads(raw) if len(raw) <= MAX_INDEX else None
     except ValueError as exc:
         raise CheckpointLoadError(f"{where}: not a valid safetensors index (not JSON: {exc})") from exc
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -168,7 +168,7 @@ def _read_index(reader: _Reader, name: str, where: str) -> dict[str, Any]:
             f"{where}: not a valid safetensors index (expected a JSON object whose weight_map maps tensor "
             "names to shard file names)"
         )
-    return index
+    return index  # type: ignore[no-any-return]  # a dict: checked above
 
 
 def _read_shard_header(reader: _Reader, name: str, index: str) -> dict[str, Any]:
@@ -198,4 +198,4 @@ def _read_header(reader: _Reader, name: str) -> dict[str, Any]:
         isinstance(v, dict) and {"dtype", "shape", "data_offsets"} <= set(v) for v in tensors.values()
     ):
         raise CheckpointLoadError(f"{where}: not a safetensors header (expected tensor entries)")
-    return header
+    return header  # type: ignore[no-any-return]  # a dict: checked above

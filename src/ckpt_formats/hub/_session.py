@@ -161,6 +161,6 @@ def _progress_class(progress: bool | None) -> Any:
     class _Bar(hf_tqdm):  # HF_HUB_DISABLE_PROGRESS_BARS still wins (hf_tqdm checks it)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = False if forced else None  # None: tqdm shows it only on a terminal
-            super().__init__(*args, **kwargs)
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # tqdm is untyped
 
     return _Bar

@@ -53,11 +53,11 @@ class HubSource:
             raise ValueError(f"deadline must be a positive number of seconds or None, got {self.deadline!r}")
         if self.filenames is not None:
             names: dict[str, tuple[str, ...]] = {}
-            for fmt, value in self.filenames.items():
-                value = (value,) if isinstance(value, str) else tuple(value)
-                for name in value:
+            for fmt, given in self.filenames.items():
+                listed = (given,) if isinstance(given, str) else tuple(given)
+                for name in listed:
                     _check_remote_name(name)
-                names[fmt] = value
+                names[fmt] = listed
             object.__setattr__(self, "filenames", names)
 
     @property

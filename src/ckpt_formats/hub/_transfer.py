@@ -53,7 +53,7 @@ def download_to_cache(session: Session, name: str, metadata: Any, bar_class: Any
 
     storage = session.cache_dir / repo_folder_name(repo_id=session.source.repo_id, repo_type="model")
     blob = storage / "blobs" / metadata.etag
-    pointer = storage / "snapshots" / metadata.commit_hash / name
+    pointer: Path = storage / "snapshots" / metadata.commit_hash / name
     try:
         if not blob.is_file():
             blob.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def _stream(session: Session, name: str, metadata: Any, out_path: Path, bar_clas
                 timeout = (source.timeout, read_timeout, source.timeout, source.timeout)
                 before = received
                 try:
-                    request = {"headers": ask, "timeout": timeout, "follow_redirects": True}
+                    request: dict[str, Any] = {"headers": ask, "timeout": timeout, "follow_redirects": True}
                     with client.stream("GET", url, **request) as resp:
                         hf_raise_for_status(resp)
                         if received and resp.status_code == 200:  # the server ignored the range: start over
@@ -177,7 +177,7 @@ def _remaining(source: Any, started: float, stall: float) -> float:
     """The read timeout: the stall timeout, or less when the deadline is nearer."""
     if source.deadline is None:
         return stall
-    return max(0.01, min(stall, source.deadline - (time.monotonic() - started)))
+    return max(0.01, min(stall, float(source.deadline) - (time.monotonic() - started)))
 
 
 def _check_deadline(session: Session, name: str, started: float, received: int, size: int | None) -> None:

@@ -145,16 +145,26 @@ class Registry:
     def candidate_for_file(
         self, path: Path, *, safe_only: bool | None = None
     ) -> tuple[CheckpointFormat, Candidate]:
-        """The format and candidate for one named file (convert, inspect), with the policy applied."""
+        """The format and candidate for one named file (convert, inspect), with the policy applied.
+
+        A folder names the one checkpoint it holds (a distributed checkpoint, a sharded set), chosen by the
+        resolve rules.
+        """
         path = Path(path)
-        if not path.is_file():
+        found: list[Candidate] = []
+        if path.is_dir():
+            fmt, chosen, _ = self.discover(path, safe_only=False).choose()
+            found = [chosen]
+        elif path.is_file():
+            fmt = self.format_for_file(path)
+        else:
             raise CheckpointNotFoundError(f"{path}: no such file")
-        fmt = self.format_for_file(path)
         if fmt.name not in {f.name for f in self.formats(safe_only=safe_only)}:
             raise CheckpointLoadError(
                 f"{path}: the {fmt.name} format is disabled by the safety policy (safe-only or {DISABLE_ENV})"
             )
-        found = fmt.discover(path.parent, [path]) if fmt.discover is not None else []
+        if not found and fmt.discover is not None:
+            found = fmt.discover(path.parent, [path])
         return fmt, found[0] if found else Candidate(fmt.name, path)
 
     # -- discovery and loading -----------------------------------------------------------------------
@@ -187,7 +197,9 @@ class Registry:
             directory, allowed, self.all_formats(), restricted_to=formats, exclude=exclude, select=select
         )
 
-    def load(self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu") -> tuple[Any, dict]:
+    def load(
+        self, fmt: CheckpointFormat, candidate: Candidate, device: str = "cpu"
+    ) -> tuple[Any, dict[str, str]]:
         """Check the device and the candidate's content, then load it with its plugin. Never tries another
         format.
 
