@@ -102,7 +102,8 @@ class _GuardedReader(TensorReader):
             raise failure(self._fmt, "open_tensors", self._subject, exc) from exc
 
     def infos(self) -> list[TensorInfo]:
-        return self._call(self._reader.infos)
+        infos: list[TensorInfo] = self._call(self._reader.infos)
+        return infos
 
     def get(self, name: str) -> Any:
         return self._call(lambda: self._reader.get(name))
