@@ -76,7 +76,7 @@ def _lanczos_taps(positions_out: torch.Tensor, size_in: int) -> tuple[torch.Tens
     numerator = phases[:, 0] * torch.sin(angle)[:, None] + phases[:, 1] * torch.cos(angle)[:, None]
     taps = torch.where(offset.abs() >= 1e-6, numerator / (y * y), torch.full_like(y, 1e30)).to(torch.float32)
     weight = taps * (1.0 / taps.sum(dim=1, keepdim=True))
-    index = (start.to(torch.int64)[:, None] - 3 + torch.arange(8, device=positions_out.device)[None, :])
+    index = start.to(torch.int64)[:, None] - 3 + torch.arange(8, device=positions_out.device)[None, :]
     return index.clamp(0, size_in - 1), weight
 
 

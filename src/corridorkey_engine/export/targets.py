@@ -42,6 +42,9 @@ METADATA_FILE = "corridorkey.json"
 """The extra file holding the metadata in a TorchScript or exported-program archive."""
 NAMES_KEY = "ckpt_formats.state_dict_names"
 """ONNX ``metadata_props`` key: JSON ``{initializer name: state-dict key}`` (read by the onnx plugin)."""
+EXTRA_TENSORS_KEY = "ckpt_formats.extra_tensors"
+"""ONNX ``metadata_props`` key: JSON ``{state-dict key: base64 TensorProto}``: the checkpoint's tensors the
+graph does not use (BatchNorm's ``num_batches_tracked``), so the file holds the whole checkpoint."""
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "frame", "keyed"
 EXPORT_EXTRA = "export"
@@ -213,12 +216,12 @@ def _native_stderr_to_log() -> Iterator[None]:
 def _torchscript(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Callable[[Path], None]:
     traced = torch.jit.trace(graph, (frame,), check_trace=False)
     extra = {METADATA_FILE: json.dumps(meta, indent=1, sort_keys=True)}
-    return lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra)
+    buffer = io.BytesIO()  # serialised in memory: libtorch's own file writer aborts the process on EFBIG
+    torch.jit.save(traced, buffer, _extra_files=extra)
+    return lambda tmp: tmp.write_bytes(buffer.getvalue())
 
 
-def _exported_program(
-    graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]
-) -> Callable[[Path], None]:
+def _exported_program(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Callable[[Path], None]:
     from torch.export import Dim
 
     dims = {"frame": {2: Dim("height", min=2, max=32768), 3: Dim("width", min=2, max=32768)}}
@@ -236,8 +239,11 @@ def _onnx(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Calla
     with _native_stderr_to_log():
         _onnx_export(graph, frame, buffer, dynamic)
     proto = onnx.load_from_string(buffer.getvalue())
-    names = state_dict_names(proto, graph.model.state_dict(), prefix="model.")
-    for key, value in {**meta, NAMES_KEY: json.dumps(names, sort_keys=True)}.items():
+    state = graph.model.state_dict()
+    names = state_dict_names(proto, state, prefix="model.")
+    extra = unused_tensors(state, set(names.values()))
+    props = {**meta, NAMES_KEY: json.dumps(names, sort_keys=True), EXTRA_TENSORS_KEY: json.dumps(extra)}
+    for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()
@@ -279,6 +285,19 @@ def state_dict_names(proto: Any, state_dict: dict[str, torch.Tensor], prefix: st
         else:
             logger.warning("%s: the exported initializer differs from the weight; not mapped", init.name)
     return names
+
+
+def unused_tensors(state_dict: dict[str, torch.Tensor], used: set[str]) -> dict[str, str]:
+    """``{key: base64 of its TensorProto}`` for the state dict's tensors that are no initializer."""
+    import base64
+
+    from onnx import numpy_helper
+
+    def encode(tensor: torch.Tensor) -> str:
+        proto = numpy_helper.from_array(tensor.detach().cpu().numpy())
+        return base64.b64encode(proto.SerializeToString()).decode()
+
+    return {key: encode(tensor) for key, tensor in state_dict.items() if key not in used}
 
 
 def require_onnx() -> Any:
