@@ -1,0 +1,141 @@
+"""The builtin ``onnx`` format: an ONNX model's initializers as a checkpoint (protobuf only), external data
+read from inside the model's folder only, names mapped back when the export wrote the mapping."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import assert_same_tensors, run_main
+from onnx import TensorProto, helper, numpy_helper
+
+import ckpt_formats_onnx
+from ckpt_formats import CheckpointError, CheckpointLoadError, resolve
+from corridorkey_engine.export import targets
+
+
+def tiny_model(path: Path, *, names: dict[str, str] | None = None, extra: dict | None = None) -> dict:
+    """A two-initializer ONNX graph (y = x @ w + b) at ``path``; the arrays it holds."""
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    b = np.array([0.5, -1.0, 2.0, 1e-30], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph)
+    props = {"corridorkey.img_size": "128"}
+    if names is not None:
+        props[ckpt_formats_onnx.NAMES_KEY] = json.dumps(names)
+    if extra is not None:
+        props[ckpt_formats_onnx.EXTRA_TENSORS_KEY] = json.dumps(
+            {
+                k: base64.b64encode(numpy_helper.from_array(v).SerializeToString()).decode()
+                for k, v in extra.items()
+            }
+        )
+    helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return {"w": w, "b": b}
+
+
+def test_the_keys_the_export_writes_are_the_ones_the_plugin_reads():
+    assert targets.NAMES_KEY == ckpt_formats_onnx.NAMES_KEY
+    assert targets.EXTRA_TENSORS_KEY == ckpt_formats_onnx.EXTRA_TENSORS_KEY
+
+
+def test_initializers_under_their_graph_names_without_a_mapping(tmp_path):
+    arrays = tiny_model(tmp_path / "m.onnx")
+    resolved = resolve(tmp_path, hub=None)
+    assert resolved.format.name == "onnx"
+    assert_same_tensors(resolved.state_dict, {k: torch.from_numpy(v) for k, v in arrays.items()})
+    assert resolved.metadata == {"corridorkey.img_size": "128"}
+
+
+def test_a_mapping_names_the_weights_back_and_leaves_graph_constants_out(tmp_path):
+    count = np.array(7, np.int64)
+    arrays = tiny_model(
+        tmp_path / "m.onnx", names={"w": "head.weight"}, extra={"head.bn.num_batches_tracked": count}
+    )
+    resolved = resolve(tmp_path, hub=None)
+    expected = {"head.weight": torch.from_numpy(arrays["w"]), "head.bn.num_batches_tracked": torch.tensor(7)}
+    assert_same_tensors(resolved.state_dict, expected)
+    assert set(resolved.metadata) == {"corridorkey.img_size"}  # the mapping is the loader's business
+
+
+def test_external_data_is_read_from_beside_the_model(tmp_path):
+    arrays = tiny_model(tmp_path / "src.onnx")
+    model = onnx.load(str(tmp_path / "src.onnx"))
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    onnx.save(
+        model, str(folder / "m.onnx"), save_as_external_data=True, location="m.onnx.data", size_threshold=0
+    )
+    assert (folder / "m.onnx.data").stat().st_size >= 64
+    resolved = resolve(folder, hub=None)
+    assert_same_tensors(resolved.state_dict, {k: torch.from_numpy(v) for k, v in arrays.items()})
+
+    data = folder / "m.onnx.data"
+    data.write_bytes(data.read_bytes()[:20])
+    with pytest.raises(CheckpointLoadError, match="truncated"):
+        resolve(folder, hub=None)
+    data.unlink()
+    with pytest.raises(CheckpointLoadError, match="m.onnx.data of initializer .* is missing"):
+        resolve(folder, hub=None)
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin"])
+def test_external_data_outside_the_models_folder_is_refused(tmp_path, location):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(bytes(64))
+    tiny_model(folder / "m.onnx")
+    model = onnx.load(str(folder / "m.onnx"))
+    init = model.graph.initializer[0]
+    init.ClearField("raw_data")
+    init.ClearField("float_data")
+    init.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, "offset": "0", "length": "48"}.items():
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    (folder / "m.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(CheckpointLoadError, match="outside the model's folder"):
+        resolve(folder, hub=None)
+
+
+def test_a_file_named_onnx_that_is_not_onnx_is_refused(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"PK\x03\x04 not a model at all")
+    with pytest.raises(CheckpointError, match="m.onnx"):
+        resolve(tmp_path, hub=None)
+
+
+@pytest.mark.slow
+def test_checkpoint_export_convert_round_trip_is_bit_equal(tmp_path):
+    from ckpt_formats.cli import main as formats_main
+    from corridorkey_engine.cli import main as corridorkey_main
+    from corridorkey_engine.demo.clip import bundled_checkpoint_dir
+
+    source = bundled_checkpoint_dir()
+    exported = tmp_path / "k.onnx"
+    proc = run_main(
+        corridorkey_main,
+        "corridorkey",
+        ["export", str(exported), "--to", "onnx", "--checkpoint-dir", str(source), "-q"],
+        {"CORRIDORKEY_DEVICE": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    inspected = run_main(formats_main, "ckpt-formats", ["inspect", str(exported)])
+    assert "onnx" in inspected.stdout and "163" in inspected.stdout, inspected.stdout
+    out = tmp_path / "x.safetensors"
+    proc = run_main(formats_main, "ckpt-formats", ["convert", str(exported), str(out)])
+    assert proc.returncode == 0, proc.stderr
+    from safetensors.torch import load_file
+
+    assert_same_tensors(load_file(out), load_file(source / "corridorkey_demo.safetensors"))
