@@ -77,6 +77,8 @@ def test_precision_despill_nuke_and_screen_colour_reach_the_file(tmp_path):
     assert meta["corridorkey.screen_color"] == "blue"
     assert meta["corridorkey.checkpoint"] == "demo_blue.safetensors"
     assert meta["corridorkey.input"].startswith("[1, 4, H, W] float32: linear RGB")
+    channels = "rgba.red, rgba.green, rgba.blue, rgba.alpha"
+    assert meta["corridorkey.nuke.channels_in"] == meta["corridorkey.nuke.channels_out"] == channels
 
 
 def test_nuke_is_refused_for_other_targets_before_loading_anything(tmp_path):

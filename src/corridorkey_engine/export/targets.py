@@ -45,6 +45,9 @@ NAMES_KEY = "ckpt_formats.state_dict_names"
 EXTRA_TENSORS_KEY = "ckpt_formats.extra_tensors"
 """ONNX ``metadata_props`` key: JSON ``{state-dict key: base64 TensorProto}``: the checkpoint's tensors the
 graph does not use (BatchNorm's ``num_batches_tracked``), so the file holds the whole checkpoint."""
+NUKE_CHANNELS = "rgba.red, rgba.green, rgba.blue, rgba.alpha"
+"""The Nuke flavour's channels in and out (in this order): the plate's RGB with the hint in its alpha; the
+premultiplied key."""
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "frame", "keyed"
 EXPORT_EXTRA = "export"
@@ -119,6 +122,8 @@ def export_metadata(engine: Any, options: ExportOptions) -> dict[str, str]:
         "corridorkey.output": _describe_output(options.nuke),
         "corridorkey.checkpoint": checkpoint.path.name if checkpoint is not None else "model from memory",
     }
+    if options.nuke:  # what to type into CatFileCreator's Channels In / Channels Out knobs
+        meta["corridorkey.nuke.channels_in"] = meta["corridorkey.nuke.channels_out"] = NUKE_CHANNELS
     if checkpoint is not None:
         meta["corridorkey.checkpoint_sha256"] = _sha256(checkpoint.path)
         if "corridorkey.config" in checkpoint.metadata:
