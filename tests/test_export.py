@@ -177,6 +177,7 @@ def test_options_are_checked():
         ExportOptions("onnx", "bfloat16")
 
 
+@pytest.mark.slow
 def test_a_write_failing_midway_leaves_no_file(demo_engine, tmp_path):
     from test_write_paths import file_size_limit
 
