@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 from helpers_ckpt import run_cli as corridorkey
@@ -95,3 +96,12 @@ def test_a_target_is_required_and_checked(tmp_path):
     assert corridorkey("export", tmp_path / "k").returncode == 2
     proc = corridorkey("export", tmp_path / "k", "--to", "tflite")
     assert proc.returncode == 2 and "invalid choice: 'tflite'" in proc.stderr
+
+
+def test_a_missing_export_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed: import fails
+    proc = corridorkey("export", tmp_path / "k.onnx", "--to", "onnx", "--checkpoint-dir", ASSETS)
+    assert proc.returncode == 1
+    expected = "the ONNX target needs the 'export' extra: pip install 'ckpt-formats[export]'"
+    assert proc.stderr.strip() == f"corridorkey: error: {expected}"
+    assert list(tmp_path.iterdir()) == []

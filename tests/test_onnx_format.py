@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,12 @@ def test_checkpoint_export_convert_round_trip_is_bit_equal(tmp_path):
     from safetensors.torch import load_file
 
     assert_same_tensors(load_file(out), load_file(source / "corridorkey_demo.safetensors"))
+
+
+def test_reading_onnx_without_the_export_extra_names_it(tmp_path, monkeypatch):
+    tiny_model(tmp_path / "m.onnx")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed: import fails
+    with pytest.raises(
+        CheckpointLoadError, match=r"needs the 'export' extra: pip install 'ckpt-formats\[export\]'"
+    ):
+        resolve(tmp_path, hub=None)

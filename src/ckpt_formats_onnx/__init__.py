@@ -109,13 +109,14 @@ def load(candidate: Candidate, device: str) -> dict[str, Any]:
             model's folder, or the ``export`` extra is not installed.
     """
     import torch
+
+    onnx = _onnx()  # first: a missing extra is named, not reported as a plugin fault
     from onnx import numpy_helper
 
     path = candidate.path
     model = _read_model(path)
     metadata = _metadata_of(model)
     names = _names(path, metadata)
-    onnx = _onnx()
     state: dict[str, Any] = {}
     for init in model.graph.initializer:
         if names is not None and init.name not in names:
