@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -92,23 +93,68 @@ def test_external_data_is_read_from_beside_the_model(tmp_path):
         resolve(folder, hub=None)
 
 
-@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin"])
-def test_external_data_outside_the_models_folder_is_refused(tmp_path, location):
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (tmp_path / "secret.bin").write_bytes(bytes(64))
-    tiny_model(folder / "m.onnx")
+def external_model(folder: Path, info: dict[str, str]) -> dict:
+    """``folder/m.onnx`` whose first initializer (``w``, 48 bytes) is external data described by ``info``."""
+    folder.mkdir(exist_ok=True)
+    arrays = tiny_model(folder / "m.onnx")
     model = onnx.load(str(folder / "m.onnx"))
     init = model.graph.initializer[0]
     init.ClearField("raw_data")
     init.ClearField("float_data")
     init.data_location = TensorProto.EXTERNAL
-    for key, value in {"location": location, "offset": "0", "length": "48"}.items():
+    for key, value in info.items():
         entry = init.external_data.add()
         entry.key, entry.value = key, value
     (folder / "m.onnx").write_bytes(model.SerializeToString())
-    with pytest.raises(CheckpointLoadError, match="outside the model's folder"):
+    return arrays
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin", "sub/../inside.bin"])
+def test_external_data_outside_the_models_folder_is_refused(tmp_path, location):
+    folder = tmp_path / "m"
+    (tmp_path / "secret.bin").write_bytes(bytes(64))
+    external_model(folder, {"location": location, "offset": "0", "length": "48"})
+    (folder / "sub").mkdir()
+    (folder / "inside.bin").write_bytes(bytes(64))  # inside, but named through "..": refused all the same
+    message = f"an initializer's external data location {location!r} is outside the model's folder; refusing"
+    with pytest.raises(CheckpointLoadError, match=re.escape(message)):
         resolve(folder, hub=None)
+
+
+def test_external_data_without_offset_or_length_starts_at_the_beginning(tmp_path):
+    arrays = external_model(tmp_path, {"location": "w.bin"})
+    (tmp_path / "w.bin").write_bytes(arrays["w"].tobytes())
+    state = resolve(tmp_path, hub=None).state_dict
+    assert_same_tensors(state, {k: torch.from_numpy(v) for k, v in arrays.items()})
+
+
+@pytest.mark.parametrize("names", ['{"w": 3}', '["w"]', "{not json"])
+def test_a_broken_name_mapping_is_a_clear_error(tmp_path, names):
+    tiny_model(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    helper.set_model_props(model, {ckpt_formats_onnx.NAMES_KEY: names})
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(CheckpointLoadError, match=f"m.onnx: metadata {ckpt_formats_onnx.NAMES_KEY} is not"):
+        resolve(tmp_path, hub=None)
+
+
+def test_corrupt_extra_tensors_name_the_file(tmp_path):
+    tiny_model(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    helper.set_model_props(model, {ckpt_formats_onnx.EXTRA_TENSORS_KEY: '{"a": "!!not base64 of a tensor"}'})
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(
+        CheckpointLoadError, match=f"m.onnx: metadata {ckpt_formats_onnx.EXTRA_TENSORS_KEY} is corrupt"
+    ):
+        resolve(tmp_path, hub=None)
+
+
+@pytest.mark.parametrize(
+    ("head", "onnx_like"), [(b"\x08\x08", True), (b"\x08\x00", False), (b"\x08\x80", False)]
+)
+def test_the_content_check_wants_a_small_ir_version_first(tmp_path, head, onnx_like):
+    (tmp_path / "m.onnx").write_bytes(head + bytes(30))
+    assert ckpt_formats_onnx.looks_like_onnx(tmp_path / "m.onnx") is onnx_like
 
 
 def test_a_file_named_onnx_that_is_not_onnx_is_refused(tmp_path):

@@ -145,7 +145,7 @@ def _extra_tensors(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
             key: numpy_helper.to_array(TensorProto.FromString(base64.b64decode(blob))).copy()
             for key, blob in entries.items()
         }
-    except (ValueError, AttributeError, DecodeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, DecodeError) as exc:
         raise CheckpointLoadError(f"{path}: metadata {EXTRA_TENSORS_KEY} is corrupt ({exc})") from exc
 
 
