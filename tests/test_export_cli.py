@@ -105,3 +105,20 @@ def test_a_missing_export_extra_is_one_line_naming_it(tmp_path, monkeypatch):
     expected = "the ONNX target needs the 'export' extra: pip install 'ckpt-formats[export]'"
     assert proc.stderr.strip() == f"corridorkey: error: {expected}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_select_chooses_the_checkpoint_the_file_is_made_from(tmp_path):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        shutil.copy(bundled_checkpoint_dir() / "corridorkey_demo.safetensors", folder / name)
+    out = tmp_path / "k.pt"
+    base = ["export", out, "--to", "torchscript", "--checkpoint-dir", folder, "--no-hub"]
+    ambiguous = corridorkey(*base)
+    assert ambiguous.returncode == 1 and "--select NAME or --exclude GLOB" in ambiguous.stderr
+    assert not out.exists()
+    proc = corridorkey(*base, "--select", "b.safetensors")
+    assert proc.returncode == 0, proc.stderr
+    assert _metadata(out, "torchscript")["corridorkey.checkpoint"] == "b.safetensors"
+    assert "from b.safetensors" in proc.stdout
