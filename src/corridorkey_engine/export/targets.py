@@ -10,7 +10,8 @@ Three targets, one graph (:class:`~corridorkey_engine.export.graph.KeyerGraph`):
 - ``exported-program``: ``torch.export`` (dynamic height and width), loaded with ``torch.export.load``;
   the metadata in the extra file ``corridorkey.json``.
 
-Every file is written whole or not at all (:func:`ckpt_formats.atomic.atomic_write`).
+Every target is serialised in memory, then written whole or not at all
+(:func:`ckpt_formats.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ def export_keyer(engine: Any, path: str | os.PathLike[str], options: ExportOptio
     frame = example_frame(graph, engine.device)
     writer = _WRITERS[options.target]
     with torch.no_grad(), _quiet_exporters():
-        write = writer(graph, frame, meta)
-        atomic_write(path, write)
+        data = writer(graph, frame, meta)  # every target is serialised in memory first
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return ExportResult(Path(path), meta, time.perf_counter() - start)
 
 
@@ -218,26 +219,26 @@ def _native_stderr_to_log() -> Iterator[None]:
                 logger.debug("onnx exporter: %s", line)
 
 
-def _torchscript(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Callable[[Path], None]:
+def _torchscript(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> bytes:
     traced = torch.jit.trace(graph, (frame,), check_trace=False)
     extra = {METADATA_FILE: json.dumps(meta, indent=1, sort_keys=True)}
-    buffer = io.BytesIO()  # serialised in memory: libtorch's own file writer aborts the process on EFBIG
+    buffer = io.BytesIO()  # not to a file: libtorch's own file writer aborts the process on EFBIG
     torch.jit.save(traced, buffer, _extra_files=extra)
-    return lambda tmp: tmp.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _exported_program(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Callable[[Path], None]:
+def _exported_program(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> bytes:
     from torch.export import Dim
 
     dims = {"frame": {2: Dim("height", min=2, max=32768), 3: Dim("width", min=2, max=32768)}}
     program = torch.export.export(graph, (frame,), dynamic_shapes=dims)
     extra = {METADATA_FILE: json.dumps(meta, indent=1, sort_keys=True)}
-    buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2: the temporary's is not
+    buffer = io.BytesIO()  # not to a file: torch.export.save warns about a name not ending in .pt2
     torch.export.save(program, buffer, extra_files=extra)
-    return lambda tmp: tmp.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _onnx(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Callable[[Path], None]:
+def _onnx(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> bytes:
     onnx = require_onnx()
     buffer = io.BytesIO()
     dynamic = {2: "height", 3: "width"}
@@ -251,8 +252,7 @@ def _onnx(graph: KeyerGraph, frame: torch.Tensor, meta: dict[str, str]) -> Calla
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    data = proto.SerializeToString()
-    return lambda tmp: tmp.write_bytes(data)
+    return proto.SerializeToString()  # one protobuf: up to 2 GB (CorridorKey v1.0 float32: about 0.4 GB)
 
 
 def _onnx_export(graph: KeyerGraph, frame: torch.Tensor, buffer: io.BytesIO, dynamic: dict[int, str]) -> None:
@@ -316,7 +316,7 @@ def require_onnx() -> Any:
     return onnx
 
 
-_WRITERS: dict[str, Callable[[KeyerGraph, torch.Tensor, dict[str, str]], Callable[[Path], None]]] = {
+_WRITERS: dict[str, Callable[[KeyerGraph, torch.Tensor, dict[str, str]], bytes]] = {
     "onnx": _onnx,
     "torchscript": _torchscript,
     "exported-program": _exported_program,
