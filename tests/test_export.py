@@ -147,6 +147,11 @@ def test_nuke_flavour_loads_without_this_package_and_keys_linear_premultiplied(d
         cwd=tmp_path,
         timeout=120,
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = str(torch.jit.load(str(path)).inlined_graph)
+    assert "aten::matmul" in graph and "scaled_dot_product_attention" not in graph  # PyTorch 1.x operators
+    assert demo_engine.model.encoder.model.blocks[0].attn.fused_attn  # the engine's own model is untouched
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (1, 4, *ODD)  # rgba in, rgba out, at the frame's size
     expected = reference(demo_engine, linear, hint, despill_strength=0.5, nuke=True)

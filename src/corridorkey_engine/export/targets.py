@@ -93,11 +93,18 @@ class ExportResult:
 
 
 def build_graph(engine: Any, options: ExportOptions) -> KeyerGraph:
-    """The :class:`KeyerGraph` of ``engine``'s model in the export's precision (a copy when it differs)."""
+    """The :class:`KeyerGraph` of ``engine``'s model in the export's precision (a copy when it differs).
+
+    The Nuke flavour's copy computes attention with timm's plain matrix products instead of PyTorch's
+    ``scaled_dot_product_attention`` (PyTorch 2.0+), which the libtorch of older Nuke releases lacks."""
     model = engine.model
     dtype = PRECISIONS[options.precision]
-    if next(model.parameters()).dtype != dtype:
+    if next(model.parameters()).dtype != dtype or options.nuke:
         model = copy.deepcopy(model).to(dtype)
+    if options.nuke:  # timm's plain attention: no aten::scaled_dot_product_attention for an older libtorch
+        for module in model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
     return KeyerGraph(
         model,
         despill_strength=options.despill_strength,
