@@ -22,6 +22,7 @@ COMMANDS = [
     ("corridorkey", []),
     ("corridorkey", ["infer"]),
     ("corridorkey", ["demo"]),
+    ("corridorkey", ["export"]),
 ]
 INTRO = """# Command-line reference
 

@@ -255,7 +255,9 @@ def test_cli_list_shows_formats_plugins_and_distributions():
     out = cli("list")
     assert out.returncode == 0, out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
-    assert list(lines) == ["safetensors-sharded", "safetensors", "npz", "dcp", "pickle-sharded", "pickle"]
+    assert list(lines) == [
+        "safetensors-sharded", "safetensors", "npz", "onnx", "dcp", "pickle-sharded", "pickle"
+    ]
     assert "npz (ckpt-formats-npz)" in lines["npz"] and "*.npz" in lines["npz"]
     assert " yes " in lines["pickle"] and " no " in lines["safetensors"]
     data = json.loads(cli("--safe-only", "list", "--json").stdout)

@@ -50,7 +50,7 @@ def test_list_json_describes_every_format(capsys) -> None:
     assert data["broken_plugins"] == []
     formats = {f["name"]: f for f in data["formats"]}
     assert [f["name"] for f in data["formats"]] == [
-        "safetensors-sharded", "safetensors", "npz", "dcp", "pickle-sharded", "pickle"
+        "safetensors-sharded", "safetensors", "npz", "onnx", "dcp", "pickle-sharded", "pickle"
     ]
     safetensors_format = get_registry().get_format("safetensors")
     assert formats["safetensors"] == {
@@ -114,6 +114,7 @@ def test_resolve_lists_candidates_per_format_and_the_shadowed(three: Path, capsy
         "  safetensors-sharded    priority  110: -",
         "  safetensors            priority  100: a.safetensors",
         "  npz                    priority   50: -",
+        "  onnx                   priority   40: -",
         "  dcp                    priority   20: -",
         "  pickle-sharded         priority   10: -",
         "  pickle                 priority    0: -",

@@ -38,10 +38,12 @@ ENGINE_LAYERS: dict[str, int] = {
     "corridorkey_engine.engine": 3,
     "corridorkey_engine.clips": 4,
     "corridorkey_engine.demo": 5,
+    "corridorkey_engine.export": 5,
     "corridorkey_engine.cli_args": 6,
     "corridorkey_engine.cli_clips": 6,
     "corridorkey_engine.cli": 6,
     "corridorkey_engine.cli_ray": 6,
+    "corridorkey_engine.cli_export": 6,
 }
 """corridorkey_engine's layers, bottom (0) to top: a module may import its own layer and the ones below,
 never one above. A module's layer is that of the longest entry its dotted name starts with. The package's

@@ -178,8 +178,8 @@ def test_get_format_of_an_unknown_name_lists_the_registered_ones(registry):
 def test_a_file_name_no_format_matches(tmp_path, registry):
     globs = "; ".join(f"{f.name}: {', '.join(f.globs)}" for f in registry.all_formats())
     with pytest.raises(CheckpointNotFoundError) as err:
-        registry.format_for_file(tmp_path / "weights.onnx")
-    expected = f"{tmp_path / 'weights.onnx'}: no registered format matches this file name ({globs})"
+        registry.format_for_file(tmp_path / "weights.tflite")
+    expected = f"{tmp_path / 'weights.tflite'}: no registered format matches this file name ({globs})"
     assert str(err.value) == expected
     assert "safetensors: *.safetensors; " in globs
 
@@ -210,7 +210,7 @@ def test_a_disabled_plugin_is_skipped_and_logged_and_the_others_load(monkeypatch
     monkeypatch.setenv("CKPT_FORMATS_DISABLE", "pickle, npz")
     with caplog.at_level(logging.INFO, logger="ckpt_formats"):
         names = [f.name for f in Registry().all_formats()]  # entry points load on first use
-    assert names == ["safetensors-sharded", "safetensors", "dcp"]
+    assert names == ["safetensors-sharded", "safetensors", "onnx", "dcp"]
     logged = [r.getMessage() for r in caplog.records]
     assert "plugin 'pickle' is disabled by CKPT_FORMATS_DISABLE" in logged
     assert "plugin 'npz' is disabled by CKPT_FORMATS_DISABLE" in logged

@@ -14,7 +14,7 @@ from ckpt_formats import AmbiguousCheckpointError, CheckpointNotFoundError, Regi
 
 STEMS = ["model", "a", "CorridorKey_v1.0", "z-9"]
 EXTENSIONS = {"safetensors": "safetensors", "pth": "pickle", "pt": "pickle", "ckpt": "pickle", "npz": "npz"}
-DISTRACTORS = ["README.md", "config.json", "weights.bin", "model.onnx"]
+DISTRACTORS = ["README.md", "config.json", "weights.bin", "model.tflite"]
 PRIORITY = {"safetensors": 100, "npz": 50, "pickle": 0}
 
 REGISTRY = Registry()

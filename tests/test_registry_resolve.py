@@ -160,7 +160,7 @@ def test_disable_env_does_not_even_import_a_blocked_entry_point(tmp_path, monkey
     )
     env = {"CKPT_FORMATS_DISABLE": "npz,pickle", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "['safetensors-sharded', 'safetensors', 'dcp'] False False"
+    assert out.stdout.strip() == "['safetensors-sharded', 'safetensors', 'onnx', 'dcp'] False False"
 
 
 def test_hidden_files_are_never_candidates(tmp_path, registry):

@@ -247,6 +247,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .cli_export import run_export
+
+    source = checkpoint_source(args)
+    return run_export(args, lambda: _load_engine(args, source))
+
+
 def _output_folders(outputs: Sequence[str]) -> list[str]:
     from .clips.pipeline import OUTPUTS
 
@@ -261,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
-    handlers = {"infer": _cmd_infer, "demo": _cmd_demo}
+    handlers = {"infer": _cmd_infer, "demo": _cmd_demo, "export": _cmd_export}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
