@@ -167,6 +167,41 @@ def test_an_unreadable_frame_still_lets_the_frames_before_it_be_keyed(engine, de
     assert got == [0, 1]
 
 
+def test_an_unreadable_first_frame_is_the_error_raised(engine, demo_clip, tmp_path) -> None:
+    from corridorkey_engine.errors import FrameIOError
+
+    opts = KeyOptions(outputs=("matte",), overwrite=True)
+    clip = _clip(demo_clip, tmp_path, opts)
+
+    def frames():
+        raise FrameIOError("frame_0000.png: cannot be read")
+        yield  # a generator
+
+    with pytest.raises(FrameIOError, match="frame_0000.png: cannot be read"):
+        list(pipeline.key_batches(engine, clip, opts, frames()))
+
+
+def test_an_engine_with_process_frame_only_keys_through_the_same_loop(engine, demo_clip, tmp_path) -> None:
+    """The FrameEngine protocol (``process_frame`` alone, as Ray's actors and third-party engines have):
+    no staging, no overlap, the same outputs."""
+
+    class Plain:
+        def process_frame(self, image, mask, options=None, **kw):
+            return engine.process_frame(image, mask, options, **kw)
+
+    opts = KeyOptions(outputs=("matte", "fg"), overwrite=True, batch_size=2)
+    clip = _clip(demo_clip, tmp_path, opts)
+    loader = pipeline._Loader(clip, opts)
+    loaded = [loader(i) for i in range(4)]
+    plain = list(pipeline.key_batches(Plain(), clip, opts, loaded))
+    ours = list(pipeline.key_batches(engine, clip, opts, loaded))
+    assert [i for i, _ in plain] == [i for i, _ in ours] == [[0, 1], [2, 3]]
+    for (_, a), (_, b) in zip(plain, ours, strict=True):
+        for fa, fb in zip(a, b, strict=True):
+            assert sorted(fa) == ["alpha", "fg"]
+            np.testing.assert_array_equal(fa["alpha"], fb["alpha"])
+
+
 def test_uploads_are_staged_only_for_pinned_tensors_on_cuda() -> None:
     from corridorkey_engine.keying.transfer import start_upload
 
@@ -422,3 +457,42 @@ def test_compile_cache_replaces_inductors_default_but_not_a_users_choice(tmp_pat
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     compile_model(torch.nn.Identity(), "inductor", None, device=cpu, dtype=torch.float32, img_size=64)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_stage_times_merge_clips_and_host_clock_durations() -> None:
+    first, second = StageTimes(device="cpu"), StageTimes(device="cuda")
+    first.add("model", 30.0, 1)
+    first.seconds = 1.0
+    second.add_all({"model": 50.0, "post": 10.0}, frames=2)
+    second.seconds = 0.5
+    total = StageTimes()
+    total.merge(first)
+    total.merge(second)
+    assert total.per_frame("model") == pytest.approx(80.0 / 3)
+    assert total.per_frame("post") == pytest.approx(5.0) and total.per_frame("read") is None
+    assert total.seconds == 1.5 and total.device == "cuda"
+    assert total.busy() == pytest.approx(0.09 / 1.5)
+    clock = StageClock(torch.device("cpu"))
+    clock.marks = {"start": 10.0, "upload": 10.25, "model": 11.0, "post": 11.5}
+    assert clock.durations() == {"upload": 250.0, "model": 750.0, "post": 500.0}
+
+
+def test_compile_cache_folder_names_and_inductor_settings(tmp_path, monkeypatch) -> None:
+    import torch._inductor.config as inductor_config
+
+    from corridorkey_engine.model.compiling import _slug, compile_model
+
+    assert _slug("NVIDIA H200 NVL/141GB") == "NVIDIA-H200-NVL-141GB"
+    assert _slug("///") == "unknown"
+    monkeypatch.delenv("CORRIDORKEY_COMPILE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = compile_cache_dir(torch.device("cpu"), torch.float32, 64)
+    assert folder.parent == tmp_path / ".cache" / "corridorkey" / "compile"
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    folder.mkdir(parents=True)  # already there: no error
+    compile_model(torch.nn.Identity(), "inductor", None, device=torch.device("cpu"), dtype=torch.float32,
+                  img_size=64)
+    assert inductor_config.fx_graph_cache is True
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)

@@ -179,3 +179,27 @@ def test_published_model_at_2048_fits_the_memory_targets() -> None:
     assert whole <= 2.0 * GB
     assert low <= 1.3 * GB
     assert low < 0.6 * whole
+
+
+def test_with_autograd_the_spatial_norm_and_its_relu_are_out_of_place() -> None:
+    """Training through the spatial path: the input is left alone and the gradient flows, also when only
+    the input (not the norm's weights) needs one."""
+    stock, spatial = _norms()
+    x = torch.randn(2, 64, 12, 12, requires_grad=True)
+    out = spatial.forward_(x, relu=True)
+    assert out.data_ptr() != x.data_ptr()
+    assert torch.allclose(out, torch.relu(stock(x)), atol=1e-5)
+    out.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    spatial.requires_grad_(False)
+    y = torch.randn(1, 64, 8, 8, requires_grad=True)
+    kept = y.detach().clone()
+    spatial.forward_(y, relu=True).sum().backward()
+    assert torch.equal(y.detach(), kept) and y.grad is not None
+
+
+def test_activation_peak_follows_the_size_asked_for() -> None:
+    small = activation_peak(TINY, dtype=torch.float32, img_size=64)
+    large = activation_peak(TINY, dtype=torch.float32, img_size=128)
+    assert small == activation_peak(TINY, dtype=torch.float32)  # TINY's own size is 64
+    assert 3.5 * small < large < 4.5 * small  # activations grow with the pixels
