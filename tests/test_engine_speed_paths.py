@@ -290,6 +290,8 @@ def test_bad_runtime_options_are_refused_before_loading(tmp_path) -> None:
         CorridorKeyEngine(tmp_path, device="cpu", channels_last="yes")
     with pytest.raises(ConfigError, match="unknown compile mode 'fastest': use one of default, "):
         CorridorKeyEngine(tmp_path, device="cpu", compile=True, compile_mode="fastest")
+    with pytest.raises(ConfigError, match="unknown torch.compile backend 'nope': use one of .*inductor"):
+        CorridorKeyEngine(tmp_path, device="cpu", compile="nope")
 
 
 def test_compile_mode_reaches_torch_compile(monkeypatch) -> None:
