@@ -263,6 +263,84 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .device import resolve_device, resolve_dtype
+    from .preview.settings import Settings
+
+    try:
+        from .preview.server import PreviewServer
+    except ImportError as exc:
+        raise CliError(
+            f"corridorkey preview needs the ui extra ({exc.name} is missing): pip install 'ckpt-formats[ui]'"
+        ) from exc
+    from .preview.session import PreviewSession
+
+    precision = None
+    if args.precision is not None:
+        precision = str(resolve_dtype(resolve_device(args.device), args.precision)).removeprefix("torch.")
+    base = Settings(screen_color=args.screen_color, img_size=args.img_size, precision=precision)
+    session = PreviewSession(args.clips, base, preview_engine_args(args), _infer_options, _infer_engine)
+    for entry in session.clips.values():
+        if entry.error is not None:
+            _report(args, entry.error)
+    if not any(e.error is None for e in session.clips.values()):
+        return 1
+    server = PreviewServer(session, args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"{PROG}: warning: listening on {args.host}: other machines can reach the preview; anyone with "
+            "the URL (its token) can view the clips and render into their folders",
+            file=sys.stderr,
+        )
+    print(f"corridorkey preview of {len(session.clips)} clip(s): {server.url}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    server.run()
+    return 0
+
+
+def preview_engine_args(args: argparse.Namespace) -> list[str]:
+    """The ``infer`` flags for the checkpoint options ``corridorkey preview`` was given (the model settings
+    the page changes, screen colour, image size and precision, are the page's)."""
+    out: list[str] = []
+    if args.checkpoint_dir is not None:
+        out += ["--checkpoint-dir", str(args.checkpoint_dir.absolute())]
+    if args.select is not None:
+        out += ["--select", args.select]
+    for glob in args.exclude:
+        out += ["--exclude", glob]
+    if args.hub is None:
+        out.append("--no-hub")
+    elif args.hub != PUBLISHED:
+        out += ["--hub", args.hub]
+    if args.device is not None:
+        out += ["--device", args.device]
+    if args.compile:
+        out += ["--compile"] if args.compile is True else ["--compile-backend", args.compile]
+    if args.safe_only:
+        out.append("--safe-only")
+    return out
+
+
+def _parse_infer(argv: list[str]) -> argparse.Namespace:
+    """``corridorkey ARGV``'s parsed arguments (the preview's command lines are made valid)."""
+    return build_parser().parse_args(argv)
+
+
+def _infer_options(argv: list[str]) -> Any:
+    """The ``KeyOptions`` ``corridorkey ARGV`` (an infer command line) keys with."""
+    return key_options(_parse_infer(argv))
+
+
+def _infer_engine(argv: list[str]) -> Any:
+    """The engine ``corridorkey ARGV`` (an infer command line) loads."""
+    args = _parse_infer(argv)
+    return _load_engine(args, checkpoint_source(args))
+
+
 def _output_folders(outputs: Sequence[str]) -> list[str]:
     from .clips.pipeline import OUTPUTS
 
@@ -281,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
-    handlers = {"infer": _cmd_infer, "demo": _cmd_demo}
+    handlers = {"infer": _cmd_infer, "demo": _cmd_demo, "preview": _cmd_preview}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
