@@ -71,6 +71,10 @@ def create_app(session: PreviewSession, token: str, hosts: set[str]) -> FastAPI:
 
     def page_file(name: str, kind: str) -> Response:
         data = resources.files(__package__).joinpath("static", name).read_bytes()
+        if name == "index.html":  # the page's own files are asked for with the token too
+            for url in STATIC:
+                if url != "/":
+                    data = data.replace(f'"{url[1:]}"'.encode(), f'"{url[1:]}?token={token}"'.encode())
         return Response(data, media_type=kind)
 
     for url, (name, kind) in STATIC.items():
