@@ -52,13 +52,15 @@ def running(session) -> Iterator:
 
 
 def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
-    """Status and body of one request (errors included)."""
+    """Status and body of one request (errors included; 0 when nothing answers)."""
     request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except urllib.error.URLError:
+        return 0, b""
 
 
 def output_files(clip: Path) -> dict[str, bytes]:

@@ -21,6 +21,7 @@ COMMANDS = [
     ("corridorkey", []),
     ("corridorkey", ["infer"]),
     ("corridorkey", ["demo"]),
+    ("corridorkey", ["preview"]),
 ]
 INTRO = """# Command-line reference
 

@@ -383,3 +383,73 @@ def test_the_state_lists_each_clip_with_its_command_line(session, clip):
     assert item["command"] == shlex.join(["corridorkey", "infer", str(clip), *ENGINE_ARGS])
     assert state["views"] == ["input", "hint", "matte", "fg", "processed", "comp"]
     assert replace(Settings(), **item["settings"]) == Settings()
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+
+
+def test_preview_without_a_usable_clip_fails_in_one_line_per_path(tmp_path):
+    from conftest import run_main
+
+    from corridorkey_engine.cli import main
+
+    (tmp_path / "empty").mkdir()
+    done = run_main(main, "corridorkey", ["preview", str(tmp_path / "missing"), str(tmp_path / "empty")])
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"corridorkey: error: {tmp_path / 'missing'}: clip folder not found"
+    assert (
+        lines[1].startswith(f"corridorkey: error: {tmp_path / 'empty'}: neither a clip") and len(lines) == 2
+    )
+
+
+@pytest.mark.slow
+def test_the_command_serves_on_its_address_opens_a_browser_and_stops_on_ctrl_c(clip, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.2", 0))
+        port = probe.getsockname()[1]
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    command = [
+        str(Path(sys.executable).with_name("corridorkey")),
+        "preview",
+        str(clip),
+        *ENGINE_ARGS,
+        "--host",
+        "127.0.0.2",
+        "--port",
+        str(port),
+        "--open",
+    ]
+    env = {**os.environ, "BROWSER": str(browser)}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        url = line.split(": ", 1)[1].strip()
+        assert url.startswith(f"http://127.0.0.2:{port}/?token=") and len(url.split("token=")[1]) >= 32
+        status, body = get(url.replace("/?", "/api/state?"))
+        assert status == 200 and json.loads(body)["clips"][0]["id"] == "shot"
+        assert get(url.replace("127.0.0.2", "127.0.0.1"))[0] == 0  # only on the address printed
+        for _ in range(200):
+            if opened.exists():
+                break
+            time.sleep(0.05)
+        assert opened.read_text().strip() == url
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err == (
+        "corridorkey: warning: listening on 127.0.0.2, not 127.0.0.1: where other machines reach that "
+        "address, anyone with the URL (its token) can view the clips and render into their folders\n"
+    )
+    assert out == "press Ctrl-C to stop\npreview stopped\n"

@@ -7,6 +7,7 @@ Heavy imports (torch, the engine) happen only once a command runs, so ``--help``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -286,19 +287,23 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     if not any(e.error is None for e in session.clips.values()):
         return 1
     server = PreviewServer(session, args.host, args.port)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host != "127.0.0.1":
         print(
-            f"{PROG}: warning: listening on {args.host}: other machines can reach the preview; anyone with "
-            "the URL (its token) can view the clips and render into their folders",
+            f"{PROG}: warning: listening on {args.host}, not 127.0.0.1: where other machines reach that "
+            "address, anyone with the URL (its token) can view the clips and render into their folders",
             file=sys.stderr,
         )
     print(f"corridorkey preview of {len(session.clips)} clip(s): {server.url}", flush=True)
-    print("press Ctrl-C to stop", flush=True)
+    if not args.quiet:
+        print("press Ctrl-C to stop", flush=True)
     if args.open:
         import webbrowser
 
         webbrowser.open(server.url)
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()  # until Ctrl-C: uvicorn stops serving, then passes the interrupt on
+    if not args.quiet:
+        print("preview stopped")
     return 0
 
 

@@ -46,6 +46,7 @@ async function refresh() {
     do {
       again = false;
       const seq = ++state.seq;
+      const command = $("command").textContent;  // the settings this picture is made with
       const started = performance.now();
       const jobs = [loadView($("imgA"), $("viewA").value)];
       if ($("wipe").checked) jobs.push(loadView($("imgB"), $("viewB").value));
@@ -58,6 +59,7 @@ async function refresh() {
       const viewport = $("viewport");
       viewport.dataset.frame = String(state.index);
       viewport.dataset.seq = String(seq);
+      viewport.dataset.command = command;
       say(`frame ${numberOf(state.index)} shown in ${Math.round(performance.now() - started)} ms`);
     } while (again);
   } catch (e) {
@@ -80,6 +82,7 @@ function goto(index) {
 
 // ---- zoom, pan, wipe, pixel readout -------------------------------------------------------------
 function applyTransform() {
+  if (state.size) { $("stage").style.width = `${state.size[0]}px`; $("stage").style.height = `${state.size[1]}px`; }
   $("stage").style.transform = `translate(${state.tx}px, ${state.ty}px) scale(${state.scale})`;
 }
 function fitView() {
