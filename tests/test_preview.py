@@ -403,8 +403,29 @@ def test_preview_without_a_usable_clip_fails_in_one_line_per_path(tmp_path):
     )
 
 
+def test_the_commands_checkpoint_options_are_in_every_infer_command_line(tmp_path):
+    from corridorkey_engine.cli import checkpoint_source, preview_engine_args
+    from corridorkey_engine.cli_args import build_parser
+
+    options = [
+        "--checkpoint-dir", str(tmp_path), "--select", "a.safetensors", "--exclude", "*.pth", "--exclude",
+        "old*", "--device", "cpu", "--compile-backend", "eager", "--safe-only", "--screen-color", "blue",
+        "--img-size", "64", "--precision", "fp32",
+    ]  # fmt: skip
+    for extra in [["--no-hub"], ["--hub", "me/weights"], []]:
+        preview = build_parser().parse_args(["preview", "shot", *options, *extra])
+        base = Settings(screen_color="blue", img_size=64, precision="float32")
+        infer = build_parser().parse_args(infer_argv(Path("shot"), base, preview_engine_args(preview)))
+        assert checkpoint_source(infer) == checkpoint_source(preview)
+        for name in ["device", "compile", "img_size", "screen_color", "safe_only", "select", "exclude"]:
+            assert getattr(infer, name) == getattr(preview, name), name
+        assert infer.precision == "float32"
+    assert preview_engine_args(build_parser().parse_args(["preview", "shot", "--compile"]))[-1] == "--compile"
+
+
 @pytest.mark.slow
-def test_the_command_serves_on_its_address_opens_a_browser_and_stops_on_ctrl_c(clip, tmp_path):
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_command_serves_on_its_address_opens_a_browser_and_stops_on_ctrl_c(clip, tmp_path, quiet):
     import os
     import signal
     import socket
@@ -418,38 +439,34 @@ def test_the_command_serves_on_its_address_opens_a_browser_and_stops_on_ctrl_c(c
     browser = tmp_path / "browser.sh"
     browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     browser.chmod(0o755)
-    command = [
-        str(Path(sys.executable).with_name("corridorkey")),
-        "preview",
-        str(clip),
-        *ENGINE_ARGS,
-        "--host",
-        "127.0.0.2",
-        "--port",
-        str(port),
-        "--open",
-    ]
+    program = str(Path(sys.executable).with_name("corridorkey"))
+    command = [program, "preview", str(clip), *ENGINE_ARGS, "--host", "127.0.0.2", "--port", str(port)]
+    command += ["--open", *(["-q"] if quiet else [])]
     env = {**os.environ, "BROWSER": str(browser)}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        url = line.split(": ", 1)[1].strip()
-        assert url.startswith(f"http://127.0.0.2:{port}/?token=") and len(url.split("token=")[1]) >= 32
-        status, body = get(url.replace("/?", "/api/state?"))
-        assert status == 200 and json.loads(body)["clips"][0]["id"] == "shot"
-        assert get(url.replace("127.0.0.2", "127.0.0.1"))[0] == 0  # only on the address printed
-        for _ in range(200):
-            if opened.exists():
-                break
-            time.sleep(0.05)
-        assert opened.read_text().strip() == url
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    assert err == (
+    with (tmp_path / "stderr").open("w+") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        try:
+            line = proc.stdout.readline()
+            url = line.split(": ", 1)[1].strip()
+            assert url.startswith(f"http://127.0.0.2:{port}/?token=") and len(url.split("token=")[1]) >= 32
+            status, body = get(url.replace("/?", "/api/state?"))
+            assert status == 200 and json.loads(body)["clips"][0]["id"] == "shot"
+            assert get(url.replace("127.0.0.2", "127.0.0.1"))[0] == 0  # only on the address printed
+            for _ in range(200):
+                if opened.exists() and opened.read_text().strip():
+                    break
+                time.sleep(0.05)
+            assert opened.read_text().strip() == url
+            proc.send_signal(signal.SIGINT)
+            out = proc.stdout.read()
+            proc.wait(60)
+        finally:
+            proc.kill()
+        err.seek(0)
+        errors = err.read()
+    assert proc.returncode == 0, errors
+    assert errors == (
         "corridorkey: warning: listening on 127.0.0.2, not 127.0.0.1: where other machines reach that "
         "address, anyone with the URL (its token) can view the clips and render into their folders\n"
     )
-    assert out == "press Ctrl-C to stop\npreview stopped\n"
+    assert out == ("" if quiet else "press Ctrl-C to stop\npreview stopped\n")

@@ -1,0 +1,58 @@
+"""How long the preview takes to show a settings change: a post-processing change (despill) reusing the
+frame's cached prediction, against a change that re-keys (refiner scale), on a 1920x1080 demo frame with
+the bundled model on the CPU, through the HTTP server as the page asks (token, PNG).
+
+    .venv/bin/python benchmarks/bench_preview.py          # ~1 minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from preview_testing import demo_clip, running, session_for  # noqa: E402
+
+
+def timed(call, runs: int = 7) -> tuple[float, float]:
+    seconds = []
+    for i in range(runs):
+        start = time.perf_counter()
+        call(i)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds) * 1000, statistics.median(seconds) * 1000
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = demo_clip(Path(tmp) / "shot", frames=1, size=(1080, 1920))
+        with running(session_for([clip])) as server:
+            base = f"http://{server.address}"
+
+            def post(data: dict) -> None:
+                request = urllib.request.Request(
+                    f"{base}/api/settings?clip=shot&token={server.token}",
+                    json.dumps(data).encode(),
+                    {"Content-Type": "application/json"},
+                )
+                urllib.request.urlopen(request).read()
+
+            def view() -> int:
+                url = f"{base}/api/view?clip=shot&frame=0&view=comp&token={server.token}"
+                return len(urllib.request.urlopen(url).read())
+
+            view()  # loads the engine, keys the frame once
+            post_only = timed(lambda i: (post({"despill": 0.2 + 0.1 * (i % 5)}), view()))
+            rekey = timed(lambda i: (post({"refiner_scale": 0.5 + 0.1 * (i % 5)}), view()))
+    print("1920x1080 demo frame, bundled model on the CPU, settings change to the comp's PNG, over HTTP:")
+    print(f"  post-processing (despill), cached prediction: best {post_only[0]:.0f} ms, median {post_only[1]:.0f} ms")
+    print(f"  re-key (refiner scale): best {rekey[0]:.0f} ms, median {rekey[1]:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
