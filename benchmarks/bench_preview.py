@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from preview_testing import demo_clip, running, session_for  # noqa: E402
+from preview_testing import demo_clip, running, session_for
 
 
 def timed(call, runs: int = 7) -> tuple[float, float]:
@@ -50,7 +50,8 @@ def main() -> None:
             post_only = timed(lambda i: (post({"despill": 0.2 + 0.1 * (i % 5)}), view()))
             rekey = timed(lambda i: (post({"refiner_scale": 0.5 + 0.1 * (i % 5)}), view()))
     print("1920x1080 demo frame, bundled model on the CPU, settings change to the comp's PNG, over HTTP:")
-    print(f"  post-processing (despill), cached prediction: best {post_only[0]:.0f} ms, median {post_only[1]:.0f} ms")
+    best, median = post_only
+    print(f"  post-processing (despill), cached prediction: best {best:.0f} ms, median {median:.0f} ms")
     print(f"  re-key (refiner scale): best {rekey[0]:.0f} ms, median {rekey[1]:.0f} ms")
 
 

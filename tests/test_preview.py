@@ -213,6 +213,23 @@ def test_settings_saved_to_the_clip_come_back_and_a_bad_file_is_named(tmp_path):
     assert broken.clip("shot").warning == f"{path}: ignored (setting despill: a number from 0 to 1, got 7)"
 
 
+def test_saving_settings_failing_midway_keeps_the_previous_file_whole(tmp_path):
+    import errno
+
+    from test_write_paths import file_size_limit
+
+    clip = demo_clip(tmp_path / "shot", frames=1)
+    session = session_for([clip])
+    session.set_settings("shot", {"despill": 0.25})
+    before = session.save("shot").read_bytes()
+    session.set_settings("shot", {"frames": ",".join(str(n) for n in range(400))})  # a longer file
+    with file_size_limit(len(before) + 50), pytest.raises(OSError) as caught:
+        session.save("shot")
+    assert caught.value.errno == errno.EFBIG
+    assert (clip / SETTINGS_FILE).read_bytes() == before
+    assert sorted(p.name for p in clip.iterdir() if p.is_file()) == [SETTINGS_FILE]  # no temporary left
+
+
 # ---- render: infer's code path ------------------------------------------------------------------------
 
 
