@@ -272,6 +272,7 @@ def test_a_render_writes_what_infer_writes_byte_for_byte(tmp_path):
     assert "nothing to do" in _wait(session)["message"]
 
 
+@pytest.mark.slow
 def test_a_cancelled_render_leaves_only_whole_files_and_infer_finishes_it(tmp_path):
     from conftest import run_main
 
