@@ -488,3 +488,16 @@ def test_the_command_serves_on_its_address_opens_a_browser_and_stops_on_ctrl_c(c
         "address, anyone with the URL (its token) can view the clips and render into their folders\n"
     )
     assert out == ("" if quiet else "press Ctrl-C to stop\npreview stopped\n")
+
+
+def test_a_missing_checkpoint_is_the_clis_one_line_error_before_any_url(clip, tmp_path):
+    from conftest import run_main
+
+    from corridorkey_engine.cli import main
+
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    done = run_main(main, "corridorkey", ["preview", str(clip), "--checkpoint-dir", str(empty), "--no-hub"])
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("corridorkey: error: ") and str(empty) in line and "corridorkey demo" in line

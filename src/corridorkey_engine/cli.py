@@ -284,8 +284,12 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     for entry in session.clips.values():
         if entry.error is not None:
             _report(args, entry.error)
-    if not any(e.error is None for e in session.clips.values()):
+    usable = [e for e in session.clips.values() if e.error is None]
+    if not usable:
         return 1
+    resolve_device(args.device)  # fails fast when e.g. CUDA is missing
+    engine, _ = session.engine(usable[0])  # loaded once, before the URL: a checkpoint error is one line here
+    log.info("engine ready: %s", engine.describe())
     server = PreviewServer(session, args.host, args.port)
     if args.host != "127.0.0.1":
         print(
