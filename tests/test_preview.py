@@ -501,3 +501,25 @@ def test_a_missing_checkpoint_is_the_clis_one_line_error_before_any_url(clip, tm
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("corridorkey: error: ") and str(empty) in line and "corridorkey demo" in line
+
+
+def test_a_video_clip_is_shown_frame_by_frame_in_any_order(tmp_path, reference):
+    from test_cli_studio import write_video
+
+    from corridorkey_engine.clips import sequences
+    from corridorkey_engine.clips.pixels import as_mask, as_rgb
+
+    frames = demo_clip(tmp_path / "frames", frames=3)
+    clip = tmp_path / "vid"
+    clip.mkdir()
+    for part in ("Input", "AlphaHint"):
+        pictures = [cv2.imread(str(p))[..., ::-1].copy() for p in sorted((frames / part).iterdir())]
+        write_video(clip / f"{part}.mp4", pictures, fps=24)
+    session = session_for([clip])
+    (item,) = session.state()["clips"]
+    assert item["frames"] == 3 and item["numbers"] == [0, 1, 2]  # a video's frames by index
+    inputs = list(sequences.iter_frames(sequences.discover_frames(clip / "Input.mp4")))
+    hints = list(sequences.iter_frames(sequences.discover_frames(clip / "AlphaHint.mp4")))
+    for index in (2, 0, 1):  # backwards too: each frame is decoded from the start
+        expected = reference.process_frame(as_rgb(inputs[index]), as_mask(hints[index]))
+        assert np.array_equal(_png(session.view("vid", index, "comp")), to_uint8(expected["comp"]))
