@@ -17,9 +17,20 @@ ENGINE_ARGS = ["--checkpoint-dir", str(bundled_checkpoint_dir())]
 OUTPUT_FOLDERS = ("Matte", "FG", "Processed", "Comp")
 
 
-def demo_clip(folder: Path, frames: int = 3, size: int | tuple[int, int] = 128) -> Path:
-    """A synthetic green-screen clip (Input/ + AlphaHint/) in ``folder``; returns ``folder``."""
+def demo_clip(folder: Path, frames: int = 3, size: int | tuple[int, int] = 128, spill: bool = False) -> Path:
+    """A synthetic green-screen clip (Input/ + AlphaHint/) in ``folder``; returns ``folder``. ``spill``:
+    the subject's green is raised 60/255 above the mean of its red and blue (screen light spilling onto it),
+    so despill has something to remove."""
+    import cv2
+    import numpy as np
+
     write_demo_clip(folder, frames=frames, size=size)
+    for path in sorted((folder / "Input").iterdir()) if spill else []:
+        bgr = cv2.imread(str(path)).astype(np.float32)
+        subject = cv2.imread(str(folder / "AlphaHint" / path.name), cv2.IMREAD_GRAYSCALE) > 128
+        spilled = np.maximum(bgr[..., 1], (bgr[..., 0] + bgr[..., 2]) / 2 + 60.0)
+        bgr[subject, 1] = np.minimum(spilled[subject], 255.0)
+        cv2.imwrite(str(path), np.round(bgr).astype(np.uint8))
     return folder
 
 

@@ -50,7 +50,11 @@ def test_list_json_describes_every_format(capsys) -> None:
     assert data["broken_plugins"] == []
     formats = {f["name"]: f for f in data["formats"]}
     assert [f["name"] for f in data["formats"]] == [
-        "safetensors-sharded", "safetensors", "npz", "pickle-sharded", "pickle"
+        "safetensors-sharded",
+        "safetensors",
+        "npz",
+        "pickle-sharded",
+        "pickle",
     ]
     safetensors_format = get_registry().get_format("safetensors")
     assert formats["safetensors"] == {

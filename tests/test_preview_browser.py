@@ -52,11 +52,11 @@ def browser():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    """A folder of two clips: ``shot`` (4 frames) and ``long`` (24 larger frames, to cancel), and an
-    untouched copy of each in ``twins/`` for ``corridorkey infer``."""
+    """A folder of two clips, ``shot`` (4 frames of 256x192, green spill on the subject) and ``long`` (24
+    larger frames, to cancel), and an untouched copy of each in ``twins/`` for ``corridorkey infer``."""
     root = tmp_path_factory.mktemp("browser")
     demo_clip(root / "shots" / "long", frames=24, size=(192, 256))
-    demo_clip(root / "shots" / "shot", frames=4)
+    demo_clip(root / "shots" / "shot", frames=4, size=(192, 256), spill=True)
     shutil.copytree(root / "shots", root / "twins")
     return root
 
@@ -141,10 +141,10 @@ def test_scrubbing_shows_that_frame_as_process_frame_keys_it(page, shots, tmp_pa
     assert "scale(1)" in page.get_attribute("#stage", "style")
     page.click("#fit")
     box = page.locator("#imgA").bounding_box()
-    assert box["width"] > 500  # a 128-px frame fitted into the viewer
+    assert box["width"] > 600  # a 256-px frame fitted into the viewer
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function("document.querySelector('#readout').textContent.includes('matte')")
-    assert "x 64 y 64" in page.inner_text("#readout")
+    assert "x 128 y 96" in page.inner_text("#readout")
     screenshot(page, "preview-comp.png", tmp_path)
 
 
@@ -155,7 +155,9 @@ def test_the_despill_slider_lowers_the_comps_green(page, tmp_path):
     none = shown(page).astype(int)
     settle(page, lambda: page.eval_on_selector("#despill", set_despill, "1"), "--despill 1")
     full = shown(page).astype(int)
-    assert full[..., 1].sum() < none[..., 1].sum()
+    spilled = none[..., 1] > none[..., 0] + 30  # where the spill shows without despill
+    assert spilled.mean() > 0.1
+    assert full[spilled, 1].mean() < none[spilled, 1].mean() - 20  # despill pulls the green down there
     assert "--despill 1" in page.inner_text("#command")
     settle(page, lambda: page.eval_on_selector("#despill", set_despill, "0.5"))
     assert "--despill" not in page.inner_text("#command")  # infer's default: not repeated
@@ -179,7 +181,7 @@ def test_the_ab_wipe_shows_both_views(page, tmp_path):
     greenish = (b[..., 1] > b[..., 0] + 40) & (b[..., 1] > b[..., 2] + 40)
     assert greenish.mean() > 0.2  # the input: its green screen
     page.eval_on_selector("#wipepos", "s => { s.value = 25; s.dispatchEvent(new Event('input')); }")
-    assert "inset(0px 0px 0px 32px)" in page.get_attribute("#imgB", "style")
+    assert "inset(0px 0px 0px 64px)" in page.get_attribute("#imgB", "style")
 
 
 def test_a_render_from_the_page_writes_what_infer_writes(page, shots, tmp_path):
