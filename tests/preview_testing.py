@@ -37,11 +37,11 @@ def demo_clip(folder: Path, frames: int = 3, size: int | tuple[int, int] = 128, 
 def session_for(paths: list[Path], **base):
     """A :class:`PreviewSession` over ``paths`` with the bundled model, built from the CLI's functions
     (the same command-line-to-options and command-line-to-engine code as ``corridorkey infer``)."""
-    from corridorkey_engine.cli import _infer_engine, _infer_options
+    from corridorkey_engine.cli_preview import infer_engine, infer_options
     from corridorkey_engine.preview.session import PreviewSession
     from corridorkey_engine.preview.settings import Settings
 
-    return PreviewSession(paths, Settings(**base), ENGINE_ARGS, _infer_options, _infer_engine)
+    return PreviewSession(paths, Settings(**base), ENGINE_ARGS, infer_options, infer_engine)
 
 
 @contextmanager

@@ -73,7 +73,7 @@ def _frame(clip: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
     ],
 )
 def test_each_setting_is_its_infer_flag_and_reaches_infers_options(change, flags, field, value):
-    from corridorkey_engine.cli import _infer_options
+    from corridorkey_engine.cli_preview import infer_options
 
     default = infer_argv(Path("/clips/shot"), Settings(), ENGINE_ARGS)
     assert default == ["infer", "/clips/shot", *ENGINE_ARGS]
@@ -85,15 +85,15 @@ def test_each_setting_is_its_infer_flag_and_reaches_infers_options(change, flags
             opts = getattr(opts, part)
         return opts
 
-    assert get_field(_infer_options(argv)) == value
-    assert get_field(_infer_options(default)) != value
+    assert get_field(infer_options(argv)) == value
+    assert get_field(infer_options(default)) != value
 
 
 def test_model_settings_are_the_engine_flags():
-    from corridorkey_engine.cli import _parse_infer
+    from corridorkey_engine.cli_preview import parse_infer
 
     settings = Settings(img_size=64, precision="float32")
-    args = _parse_infer(infer_argv(Path("shot"), settings, ENGINE_ARGS))
+    args = parse_infer(infer_argv(Path("shot"), settings, ENGINE_ARGS))
     assert (args.img_size, args.precision, args.checkpoint_dir) == (64, "float32", bundled_checkpoint_dir())
     assert settings.model_args() == ["--img-size", "64", "--precision", "float32"]
     assert Settings().model_args() == []
@@ -424,8 +424,9 @@ def test_preview_without_a_usable_clip_fails_in_one_line_per_path(tmp_path):
 
 
 def test_the_commands_checkpoint_options_are_in_every_infer_command_line(tmp_path):
-    from corridorkey_engine.cli import checkpoint_source, preview_engine_args
+    from corridorkey_engine.cli import checkpoint_source
     from corridorkey_engine.cli_args import build_parser
+    from corridorkey_engine.cli_preview import preview_engine_args
 
     options = [
         "--checkpoint-dir", str(tmp_path), "--select", "a.safetensors", "--exclude", "*.pth", "--exclude",
