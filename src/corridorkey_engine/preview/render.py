@@ -21,6 +21,11 @@ from ..errors import CorridorKeyError
 log = logging.getLogger(__name__)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, as the CLI prints it (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class RenderCancelled(Exception):
     """Raised from the progress callback to stop :func:`key_clip` between engine calls."""
 
@@ -139,11 +144,11 @@ class Renderer:
             )
         except (CorridorKeyError, OSError, ValueError) as exc:
             status.state = "failed"
-            status.message = f"corridorkey: error: {' '.join(str(exc).split()) or type(exc).__name__}"
+            status.message = f"corridorkey: error: {one_line(exc)}"
         except Exception as exc:  # a bug: name its type, as the CLI does
             log.exception("render failed")
             status.state = "failed"
-            status.message = f"corridorkey: error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            status.message = f"corridorkey: error: {type(exc).__name__}: {one_line(exc)}"
         else:
             status.state = "done"
             skipped = "" if keyed else " (nothing to do: every frame was done with these settings)"

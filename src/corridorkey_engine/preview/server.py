@@ -19,6 +19,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import CorridorKeyError
+from .render import one_line
 from .session import PreviewSession, UnknownClip
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def create_app(session: PreviewSession, token: str, hosts: set[str]) -> FastAPI:
@@ -67,7 +64,7 @@ def create_app(session: PreviewSession, token: str, hosts: set[str]) -> FastAPI:
     @app.exception_handler(ValueError)
     @app.exception_handler(OSError)
     async def failed(_: Request, exc: Exception) -> Response:
-        return PlainTextResponse(f"corridorkey: error: {_one_line(exc)}", 400)
+        return PlainTextResponse(f"corridorkey: error: {one_line(exc)}", 400)
 
     def page_file(name: str, kind: str) -> Response:
         data = resources.files(__package__).joinpath("static", name).read_bytes()

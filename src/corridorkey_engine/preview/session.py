@@ -21,7 +21,7 @@ from ..clips.outputs import OUTPUTS
 from ..errors import ClipError, CorridorKeyError
 from . import frames as frame_views
 from .confine import check_inside
-from .render import LockedEngine, Renderer, run_clip
+from .render import LockedEngine, Renderer, one_line, run_clip
 from .settings import Settings, command_line, infer_argv, load_settings, save_settings
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class PreviewSession:
                     item["frames"] = len(clip)
                     item["numbers"] = entry.numbers
                 except (CorridorKeyError, OSError) as exc:
-                    item["error"] = " ".join(str(exc).split())
+                    item["error"] = one_line(exc)
             item.update(settings=entry.settings.to_json(), command=self.command(entry), warning=entry.warning)
             clips.append(item)
         return {

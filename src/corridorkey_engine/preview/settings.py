@@ -21,6 +21,7 @@ from ..clips.frameranges import FrameSelection
 from ..errors import ConfigError
 from ..keying.frames import PostProcessOptions
 from ..model.source import SCREEN_COLORS
+from .render import one_line
 
 log = logging.getLogger(__name__)
 
@@ -173,4 +174,4 @@ def load_settings(clip: Path, base: Settings) -> tuple[Settings, str | None]:
         data = json.loads(path.read_text())
         return Settings.from_json(data.get("settings") if isinstance(data, dict) else None, base), None
     except (OSError, ValueError, TypeError, ConfigError) as exc:
-        return base, f"{path}: ignored ({' '.join(str(exc).split())})"
+        return base, f"{path}: ignored ({one_line(exc)})"
