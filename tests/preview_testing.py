@@ -13,7 +13,9 @@ from pathlib import Path
 
 from corridorkey_engine.demo.clip import bundled_checkpoint_dir, write_demo_clip
 
-ENGINE_ARGS = ["--checkpoint-dir", str(bundled_checkpoint_dir())]
+ENGINE_ARGS = ["--checkpoint-dir", str(bundled_checkpoint_dir()), "--device", "cpu"]
+"""The checkpoint flags of the tests' previews: the bundled model on the CPU (where the references run, so
+the comparisons are exact on a machine with a GPU too)."""
 OUTPUT_FOLDERS = ("Matte", "FG", "Processed", "Comp")
 
 
