@@ -234,7 +234,8 @@ async function main() {
     if (i >= 0) goto(i); else say(`no frame ${$("number").value} in ${state.clip}`, true);
   };
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT" && e.target.type !== "range" && e.target.type !== "checkbox") return;
+    const t = e.target;
+    if (t.tagName === "SELECT" || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox")) return;
     if (e.key === "ArrowLeft") { e.preventDefault(); goto(state.index - 1); }
     if (e.key === "ArrowRight") { e.preventDefault(); goto(state.index + 1); }
   });
