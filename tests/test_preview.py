@@ -526,3 +526,28 @@ def test_a_video_clip_is_shown_frame_by_frame_in_any_order(tmp_path, reference):
     for index in (2, 0, 1):  # backwards too: each frame is decoded from the start
         expected = reference.process_frame(as_rgb(inputs[index]), as_mask(hints[index]))
         assert np.array_equal(_png(session.view("vid", index, "comp")), to_uint8(expected["comp"]))
+
+
+def test_a_linear_exr_clip_is_keyed_as_linear_and_its_input_shown_in_srgb(tmp_path, reference):
+    import torch
+
+    from corridorkey_engine.clips.images import read_image, write_exr
+    from corridorkey_engine.keying.color import srgb_to_linear
+
+    plates = demo_clip(tmp_path / "plates", frames=2)
+    clip = tmp_path / "exr"
+    (clip / "Input").mkdir(parents=True)
+    shutil.copytree(plates / "AlphaHint", clip / "AlphaHint")
+    for path in sorted((plates / "Input").iterdir()):
+        srgb = torch.from_numpy(read_image(path))
+        write_exr(clip / "Input" / f"{path.stem}.exr", srgb_to_linear(srgb).numpy(), "RGB", half=False)
+    session = session_for([clip])
+    linear = read_image(clip / "Input" / "frame_0001.exr")
+    hint = read_image(clip / "AlphaHint" / "frame_0001.png")
+    expected = reference.process_frame(linear, hint, input_is_linear=True)
+    assert np.array_equal(_png(session.view("exr", 1, "comp")), to_uint8(expected["comp"]))
+    shown = _png(session.view("exr", 1, "input")).astype(int)
+    original = cv2.imread(str(plates / "Input" / "frame_0001.png"))[..., ::-1].astype(int)
+    assert np.abs(shown - original).max() <= 1  # linear converted back to sRGB for the eye
+    session.set_settings("exr", {"linear": False})  # --srgb: the same file keyed as sRGB
+    assert not np.array_equal(_png(session.view("exr", 1, "comp")), to_uint8(expected["comp"]))
