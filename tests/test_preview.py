@@ -111,7 +111,15 @@ def test_model_settings_are_the_engine_flags():
         ({"precision": "fp8"}, "setting precision: one of float32, float16, bfloat16"),
         ({"hint": "magic"}, "setting hint: alphahint or chroma, got 'magic'"),
         ({"frames": "9-1"}, "setting frames: '9-1': the range ends before it starts"),
-        ({"colour": 1}, "unknown setting 'colour'"),
+        ({"despeckle": "yes"}, "setting despeckle: true or false, got 'yes'"),
+        ({"refiner_scale": "x"}, "setting refiner_scale: a number, got 'x'"),
+        ({"linear": "auto"}, "setting linear: true, false or null, got 'auto'"),
+        ({"frames": 5}, "setting frames: frame ranges such as 1001-1050,1060, or null, got 5"),
+        (
+            {"colour": 1},
+            "unknown setting 'colour'; known: despeckle, despeckle_size, despill, frames, hint, img_size, "
+            "linear, precision, refiner_scale, screen_color",
+        ),
         ([1], "settings must be a JSON object"),
     ],
 )
@@ -192,8 +200,10 @@ def test_the_pixel_readout_is_the_engines_values(session, clip, reference):
     assert read["input"] == pytest.approx(image[50, 60].tolist(), abs=1e-5)
     assert read["matte"] == pytest.approx(expected["alpha"][50, 60].tolist(), abs=1e-5)
     assert read["processed"] == pytest.approx(expected["processed"][50, 60].tolist(), abs=1e-5)
-    with pytest.raises(ValueError, match="pixel 128,0 is outside the 128x128 frame"):
-        session.pixel("shot", 1, 128, 0)
+    assert session.pixel("shot", 1, 0, 127)["hint"] == pytest.approx([hint[127, 0]], abs=1e-5)  # the corners
+    for x, y in [(128, 0), (0, 128), (-1, 0)]:
+        with pytest.raises(ValueError, match=f"pixel {x},{y} is outside the 128x128 frame"):
+            session.pixel("shot", 1, x, y)
     with pytest.raises(ValueError, match="shot has frames 0 to 2"):
         session.view("shot", 3, "comp")
 
@@ -253,6 +263,7 @@ def test_a_render_writes_what_infer_writes_byte_for_byte(tmp_path):
     session.render("shot")
     status = _wait(session)
     assert status["state"] == "done" and status["done"] == status["total"] == 2, status
+    assert 0 < status["fps"] < 1000 and status["fps"] == round(status["fps"], 2)
     command = shlex.split(status["command"])
     assert command[:3] == ["corridorkey", "infer", str(clip)]
     done = run_main(main, "corridorkey", [command[1], str(twin), *command[3:]])
@@ -551,3 +562,11 @@ def test_a_linear_exr_clip_is_keyed_as_linear_and_its_input_shown_in_srgb(tmp_pa
     assert np.abs(shown - original).max() <= 1  # linear converted back to sRGB for the eye
     session.set_settings("exr", {"linear": False})  # --srgb: the same file keyed as sRGB
     assert not np.array_equal(_png(session.view("exr", 1, "comp")), to_uint8(expected["comp"]))
+
+
+def test_clips_of_the_same_name_get_ids_of_their_own(tmp_path):
+    paths = [demo_clip(tmp_path / place / "shot", frames=1) for place in ("a", "b", "c")]
+    session = session_for(paths)
+    assert [(e.id, e.path) for e in session.clips.values()] == list(
+        zip(["shot", "shot-2", "shot-3"], paths, strict=True)
+    )
