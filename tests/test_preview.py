@@ -261,6 +261,7 @@ def test_a_render_writes_what_infer_writes_byte_for_byte(tmp_path):
     session = session_for([clip])
     session.set_settings("shot", {"despill": 0.3, "despeckle_size": 50, "frames": "1-2"})
     session.render("shot")
+    assert session.renderer.status.clip == "shot" and session.renderer.status.state in ("running", "done")
     status = _wait(session)
     assert status["state"] == "done" and status["done"] == status["total"] == 2, status
     assert 0 < status["fps"] < 1000 and status["fps"] == round(status["fps"], 2)
@@ -278,6 +279,7 @@ def test_a_render_writes_what_infer_writes_byte_for_byte(tmp_path):
     manifests = [json.loads((c / "corridorkey.json").read_text()) for c in (clip, twin)]
     settings = [{k: v["settings"] for k, v in m["outputs"].items()} for m in manifests]
     assert settings[0] == settings[1]  # the same settings recorded (only the times differ)
+    assert manifests[0]["about"] == manifests[1]["about"] and "program" in manifests[0]["about"]
     # infer sees the render's frames as done with its settings: resume
     again = run_main(main, "corridorkey", [command[1], str(clip), *command[3:]])
     assert again.stdout.startswith("nothing to do: all 4 frames of 1 clip(s) are done")
@@ -338,6 +340,7 @@ def test_every_request_needs_the_token_and_the_printed_host(session):
     with running(session) as server:
         base = f"http://{server.address}"
         token = server.token
+        assert server.url == f"{base}/?token={token}" and len(token) == 32  # 24 random bytes
         for path in ["/", "/static/app.js", "/api/state", "/api/view?clip=shot&frame=0&view=comp"]:
             assert get(base + path)[0] == 403, path
             sep = "&" if "?" in path else "?"
@@ -411,6 +414,7 @@ def test_the_state_lists_each_clip_with_its_command_line(session, clip):
     state = session.state()
     (item,) = state["clips"]
     assert item["frames"] == 3 and item["numbers"] == [0, 1, 2]
+    assert (item["id"], item["path"], item["error"], item["warning"]) == ("shot", str(clip), None, None)
     assert item["command"] == shlex.join(["corridorkey", "infer", str(clip), *ENGINE_ARGS])
     assert state["views"] == ["input", "hint", "matte", "fg", "processed", "comp"]
     assert replace(Settings(), **item["settings"]) == Settings()
@@ -570,3 +574,16 @@ def test_clips_of_the_same_name_get_ids_of_their_own(tmp_path):
     assert [(e.id, e.path) for e in session.clips.values()] == list(
         zip(["shot", "shot-2", "shot-3"], paths, strict=True)
     )
+
+
+def test_the_chroma_hint_is_the_pipelines(tmp_path, reference):
+    from corridorkey_engine.keying.chroma import chroma_hint
+
+    clip = demo_clip(tmp_path / "shot", frames=1)
+    session = session_for([clip])
+    session.set_settings("shot", {"hint": "chroma"})
+    image, _ = _frame(clip, 0)
+    mask = chroma_hint(image, "green")
+    assert np.array_equal(_png(session.view("shot", 0, "hint"))[..., 0], to_uint8(mask))
+    expected = reference.process_frame(image, mask)
+    assert np.array_equal(_png(session.view("shot", 0, "comp")), to_uint8(expected["comp"]))
