@@ -23,6 +23,7 @@ COMMANDS = [
     ("corridorkey", ["infer"]),
     ("corridorkey", ["demo"]),
     ("corridorkey", ["export"]),
+    ("corridorkey", ["preview"]),
 ]
 INTRO = """# Command-line reference
 

@@ -160,8 +160,6 @@ def test_a_blob_name_that_is_no_digest_is_not_taken_for_one(tmp_path):
     assert digest_from_blob(real) == "ab" * 32
 
 
-
-
 def test_what_a_fetch_logs(hub, cache, tmp_path, caplog, monkeypatch):
     hub.add_repo(REPO, {ST: BIG})
     formats = get_registry().formats(names=["safetensors-sharded", "safetensors"])

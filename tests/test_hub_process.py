@@ -150,9 +150,7 @@ def _stderr_on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int,
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        proc = subprocess.run(
-            command, env=env, stdout=subprocess.PIPE, stderr=slave, timeout=120
-        )
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=slave, timeout=120)
     finally:
         os.close(slave)
         reader.join(timeout=10)

@@ -39,11 +39,13 @@ ENGINE_LAYERS: dict[str, int] = {
     "corridorkey_engine.clips": 4,
     "corridorkey_engine.demo": 5,
     "corridorkey_engine.export": 5,
+    "corridorkey_engine.preview": 5,
     "corridorkey_engine.cli_args": 6,
     "corridorkey_engine.cli_clips": 6,
     "corridorkey_engine.cli": 6,
     "corridorkey_engine.cli_ray": 6,
     "corridorkey_engine.cli_export": 6,
+    "corridorkey_engine.cli_preview": 6,
 }
 """corridorkey_engine's layers, bottom (0) to top: a module may import its own layer and the ones below,
 never one above. A module's layer is that of the longest entry its dotted name starts with. The package's
@@ -310,3 +312,35 @@ def test_the_cycle_check_names_a_type_only_cycle_and_one_through_a_package(tmp_p
     message = _describe(*cycles[1], graph)
     assert "(app.types, app.users)" in message
     assert "app.types -> app.users (app/types.py:3)" in message
+
+
+WEB_FRAMEWORKS = {"fastapi", "starlette", "uvicorn", "pydantic"}
+WEB_MODULES = {"corridorkey_engine.preview.server"}
+"""The only modules that may import a web framework (``corridorkey preview`` imports them when it runs)."""
+
+
+def test_web_frameworks_are_imported_only_by_the_preview_server() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line}: {module} imports {name}"
+        for module, path in MODULES.items()
+        for line, name in _imports(module, path)
+        if name.split(".")[0] in WEB_FRAMEWORKS and module not in WEB_MODULES
+    ]
+    assert not wrong, "\n".join(wrong)
+    server = MODULES["corridorkey_engine.preview.server"]
+    imported = {name.split(".")[0] for _, name in _imports("corridorkey_engine.preview.server", server)}
+    assert "fastapi" in imported  # the table names the module that really serves
+
+
+def test_the_corridorkey_command_line_imports_no_web_framework() -> None:
+    code = (
+        "import sys\n"
+        "from corridorkey_engine import cli, cli_args, cli_preview\n"
+        "from corridorkey_engine.preview import session, settings, frames, render\n"
+        "cli_args.build_parser()\n"
+        f"web = sorted({{m.split('.')[0] for m in sys.modules}} & {WEB_FRAMEWORKS!r})\n"
+        "print(web)\n"
+        "sys.exit(1 if web else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"the CLI pulled in {done.stdout.strip()} {done.stderr[-500:]}"

@@ -78,6 +78,7 @@ def _global_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The ``ckpt-formats`` argument parser (every argument has a help text)."""
     from .convert import DTYPES
+
     common = _global_options()
     parser = argparse.ArgumentParser(
         prog=PROG,

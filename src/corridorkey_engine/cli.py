@@ -254,6 +254,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return run_export(args, lambda: _load_engine(args, source))
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .cli_preview import run_preview
+
+    return run_preview(args)
+
+
 def _output_folders(outputs: Sequence[str]) -> list[str]:
     from .clips.pipeline import OUTPUTS
 
@@ -268,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
-    handlers = {"infer": _cmd_infer, "demo": _cmd_demo, "export": _cmd_export}
+    handlers = {"infer": _cmd_infer, "demo": _cmd_demo, "export": _cmd_export, "preview": _cmd_preview}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -224,7 +224,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``corridorkey`` argument parser (subcommands ``infer`` and ``demo``)."""
+    """The ``corridorkey`` argument parser (subcommands ``infer``, ``demo`` and ``preview``)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="CorridorKey: neural green-screen keying of whole clips.",
@@ -388,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(demo)
     _add_export_parser(sub)
+    _add_preview(sub)
     return parser
 
 
@@ -450,6 +451,33 @@ def _add_export_parser(sub: Any) -> None:
     )
     export.set_defaults(precision="float32", compile=False)
     _add_common(export)
+
+
+def _add_preview(sub: Any) -> None:
+    preview = sub.add_parser(
+        "preview",
+        help="tune the key in a local web viewer, then render with the same code as infer",
+        description="Serve a local web page (docs/ui.md) that shows the clips' frames keyed with live "
+        "settings (views, A/B wipe, zoom, pixel values), the equivalent `corridorkey infer` command line, "
+        "and renders a clip exactly as that command would. The URL printed carries a random access "
+        "token; the server answers only on that address. Ctrl-C stops it.",
+    )
+    preview.add_argument(
+        "clips", nargs="+", type=Path, metavar="PATH", help="clip folder(s) or folder(s) of clips"
+    )
+    _add_engine_options(preview)
+    s = preview.add_argument_group("server")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (127.0.0.1); any other lets other machines reach the page (a warning "
+        "says so)",
+    )
+    s.add_argument(
+        "--port", type=_number(int, low=0, high=65535), default=0, help="port (default: a free one)"
+    )
+    s.add_argument("--open", action="store_true", help="open the page in the default browser")
+    _add_common(preview)
 
 
 def _version() -> str:
