@@ -11,18 +11,20 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
+from ckpt_formats import CheckpointError
 
-from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads, default_write_threads
+from .cli_args import PROG, build_parser, default_io_threads
 from .cli_clips import one_line as _one_line
 from .cli_clips import prepare_clips
 from .cli_clips import report as _report
+from .cli_values import checkpoint_source, key_options
+from .cli_values import load_engine_from as _load_engine
 from .errors import CliError, CorridorKeyError
-from .model.source import PUBLISHED_MODELS, CheckpointSource
+from .model.source import CheckpointSource
 
 log = logging.getLogger("corridorkey_engine.cli")
 
@@ -52,41 +54,6 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
         return run_infer(args, found, key_options(args), checkpoint_source(args), args.output)
     return _key_clips(args, found, key_options(args), checkpoint_source(args), args.output)
-
-
-def _load_engine(args: argparse.Namespace, source: CheckpointSource) -> Any:
-    """The engine, or a one-line error that says where a checkpoint can come from."""
-    from .engine import load_engine
-
-    try:
-        return load_engine(
-            source,
-            device=args.device,
-            precision=args.precision,
-            img_size=args.img_size,
-            compile=args.compile or args.compile_mode is not None,
-            compile_mode=args.compile_mode,
-            low_memory=args.low_memory,
-            channels_last=args.channels_last,
-        )
-    except (CheckpointNotFoundError, CheckpointDownloadError) as exc:
-        raise CliError(_checkpoint_advice(str(exc), source)) from exc
-
-
-def _checkpoint_advice(message: str, source: CheckpointSource) -> str:
-    """The registry's message, followed by every way to get a checkpoint (no hub advice with --no-hub)."""
-    from .demo.clip import bundled_checkpoint_dir
-
-    demo = f"or try corridorkey with its bundled demo model: `corridorkey demo` ({bundled_checkpoint_dir()})"
-    folder = source.directory
-    if source.hub is None:
-        message = message.removesuffix("; place a checkpoint there or configure a hub source")
-        return f"{message}; put a checkpoint in {folder} or pass --checkpoint-dir DIR, {demo}"
-    repo = getattr(source.hub, "repo_id", None) or source.hub
-    return (
-        f"{message.rstrip('. ')}. To key offline: fetch the weights on a connected machine with "
-        f"`ckpt-formats fetch {repo} DIR` and pass --checkpoint-dir DIR (or copy it into {folder}), {demo}"
-    )
 
 
 def _key_clips(
@@ -294,55 +261,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-def _fields_from(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """``cls(...)`` from the parsed arguments named like its fields (``overrides`` win)."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**{**given, **overrides})
-
-
-def post_options(args: argparse.Namespace) -> Any:
-    """The :class:`PostProcessOptions` the ``keying`` flags describe."""
-    from .keying.frames import PostProcessOptions
-
-    return _fields_from(PostProcessOptions, args)
-
-
-def checkpoint_source(args: argparse.Namespace, **overrides: Any) -> CheckpointSource:
-    """The :class:`CheckpointSource` the ``model and device`` flags describe, its hub checked; the
-    ambiguity error names ``--select``/``--exclude``.
-
-    Raises:
-        CliError: ``--hub`` is not a valid repository id.
-    """
-    source = _fields_from(CheckpointSource, args, advice=CHOICE_ADVICE, **overrides)
-    if source.hub == PUBLISHED:
-        source = replace(source, hub=PUBLISHED_MODELS[source.screen_color].repo_id)
-    try:
-        return replace(source, hub=source.hub_source())
-    except ValueError as exc:
-        raise CliError(f"--hub {source.hub!r}: {exc}") from exc
-
-
-def key_options(args: argparse.Namespace) -> Any:
-    """The clip pipeline's :class:`KeyOptions` for ``corridorkey infer``."""
-    from .clips.frameranges import FrameSelection
-    from .clips.outputs import parse_format_spec
-    from .clips.pipeline import KeyOptions
-
-    readers = args.io_threads or default_io_threads()
-    writers = args.io_threads or default_write_threads()
-    formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
-    if args.comp_video and "comp" not in args.outputs:
-        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
-    return _fields_from(
-        KeyOptions,
-        args,
-        post=post_options(args),
-        exr_half=args.exr_dtype == "half",
-        read_threads=readers,
-        write_threads=writers,
-        formats={k: v for k, v in formats.items() if k in args.outputs},
-        frames=FrameSelection.parse(args.frames, args.max_frames),
-    )

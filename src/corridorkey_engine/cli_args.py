@@ -1,29 +1,49 @@
 """The ``corridorkey`` command line's parser.
 
-A flag's ``dest`` is the name of the field it sets: :func:`corridorkey_engine.cli.post_options`,
-:func:`~corridorkey_engine.cli.checkpoint_source` and :func:`~corridorkey_engine.cli.key_options` copy every
+A flag's ``dest`` is the name of the field it sets: :func:`corridorkey_engine.cli_values.post_options`,
+:func:`~corridorkey_engine.cli_values.checkpoint_source` and :func:`~.cli_values.key_options` copy every
 parsed argument named like a field of :class:`PostProcessOptions`, :class:`CheckpointSource` or
-:class:`KeyOptions` into that value. A new setting is therefore its field and its flag, nothing else. This
+:class:`KeyOptions` into that value. A new setting is therefore its field and its flag, nothing else. The
+shared option groups are in :mod:`.cli_options`, the tool commands' parsers in :mod:`.cli_tool_args`. This
 module imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from .model.config import COMPILE_MODES
-from .model.source import CHECKPOINT_DIR_ENV, PUBLISHED_MODELS, SCREEN_COLORS
+from .cli_options import (
+    CHOICE_ADVICE,
+    DEVICE_HELP,
+    PUBLISHED,
+    _add_choice_options,
+    _add_common,
+    _add_engine_options,
+    _add_screen_color,
+    _float,
+    _format_arg,
+    _frames_arg,
+    _number,
+    _outputs_arg,
+    _positive_int,
+    _unit_float,
+    default_io_threads,
+    default_write_threads,
+)
+from .cli_tool_args import _add_export_parser, _add_preview
+
+__all__ = [
+    "CHOICE_ADVICE",
+    "DEVICE_HELP",
+    "PROG",
+    "PUBLISHED",
+    "build_parser",
+    "default_io_threads",
+    "default_write_threads",
+]
 
 PROG = "corridorkey"
-CHOICE_ADVICE = "--select NAME or --exclude GLOB"
-"""What the registry's ambiguity error tells a ``corridorkey`` user (its --select/--exclude flags)."""
-PUBLISHED = "published"
-"""``--hub``'s default: the published model of ``--screen-color`` (:data:`PUBLISHED_MODELS`)."""
-
 EXAMPLE = """\
 example session:
   $ ls shot010 shot010/Input | head -5
@@ -52,175 +72,6 @@ EXR), Comp/ (8-bit PNG preview), named after the input frames (--format picks EX
 corridorkey.json records the settings, and frames made with other settings are redone.
 Without a checkpoint in the folder, the CorridorKey v1.0 weights are fetched from the hub on first run.
 """
-
-
-DEVICE_HELP = (
-    "cuda, cuda:N, mps, cpu or auto (default: $CORRIDORKEY_DEVICE, else auto: cuda when available, "
-    "else mps, else cpu)"
-)
-
-
-def default_io_threads() -> int:
-    """Reader (and writer) threads: half the CPU cores, at least 2, at most 8. Writing a 4K frame's four
-    outputs takes about a CPU-second, so a fast GPU needs several writers to never wait."""
-    return max(2, min(8, (os.cpu_count() or 2) // 2))
-
-
-def default_write_threads() -> int:
-    """Writer threads: one per CPU core (at least 2, at most 16): encoding four 1080p EXR/PNG outputs is
-    CPU work that can take longer than the GPU's frame."""
-    return max(2, min(16, os.cpu_count() or 2))
-
-
-def _outputs_arg(text: str) -> tuple[str, ...]:
-    from .clips.pipeline import OUTPUTS  # light: no torch
-
-    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one output")
-    if "all" in names:
-        return tuple(OUTPUTS)
-    bad = [n for n in names if n not in OUTPUTS]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown output {bad[0]!r}; choose from {', '.join(OUTPUTS)} or all"
-        )
-    return names
-
-
-def _frames_arg(text: str) -> str:
-    from .clips.frameranges import FrameSelection
-
-    try:
-        FrameSelection.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _format_arg(text: str) -> str:
-    from .clips.outputs import parse_format_spec
-
-    try:
-        parse_format_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
-    """An argparse ``type``: ``kind(text)``, at least ``low`` and at most ``high`` when given."""
-    noun = "an integer" if kind is int else "a number"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
-        if low is not None and high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value}")
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, low=1)
-_unit_float = _number(float, low=0.0, high=1.0)
-_float = _number(float)
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-v", "--verbose", action="store_true", help="log details; show tracebacks on errors")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; errors only")
-
-
-def _add_screen_color(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument(
-        "--screen-color",
-        choices=SCREEN_COLORS,
-        default="green",
-        help="the screen the clips are shot on: chooses the model (file names containing 'blue' are the "
-        "blue-screen model), the despill channel and the --hint chroma key (green)",
-    )
-
-
-def _add_choice_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument(
-        "--select",
-        metavar="NAME",
-        help="the checkpoint file to use when the folder holds several (a name or a glob)",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="ignore checkpoint files matching GLOB (repeatable); MLX weights (names containing 'mlx') "
-        "are always ignored",
-    )
-
-
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and device")
-    g.add_argument(
-        "--checkpoint-dir",
-        type=Path,
-        metavar="DIR",
-        help="folder holding the checkpoint (any registered format); fetched from the hub on first run "
-        f"when empty (default: ${CHECKPOINT_DIR_ENV}, else ~/.cache/corridorkey/CorridorKey_v1.0, or "
-        "CorridorKeyBlue_1.0 beside it with --screen-color blue)",
-    )
-    _add_screen_color(g)
-    _add_choice_options(g)
-    hub = g.add_mutually_exclusive_group()
-    green, blue = PUBLISHED_MODELS["green"].repo_id, PUBLISHED_MODELS["blue"].repo_id
-    hub.add_argument(
-        "--hub",
-        default=PUBLISHED,
-        metavar="REPO_ID",
-        help=f"Hugging Face repository to fetch from when the folder is empty ({green}; with "
-        f"--screen-color blue {blue})",
-    )
-    hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
-    g.add_argument("--device", help=DEVICE_HELP)
-    g.add_argument(
-        "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
-    )
-    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frame)")
-    g.add_argument(
-        "--compile-backend",
-        dest="compile",
-        metavar="BACKEND",
-        help="torch.compile with this backend (implies --compile; default inductor): e.g. cudagraphs, eager",
-    )
-    g.add_argument(
-        "--compile-mode",
-        choices=COMPILE_MODES,
-        help="torch.compile mode (implies --compile; default: default); compiled kernels are cached per user",
-    )
-    g.add_argument(
-        "--low-vram",
-        dest="low_memory",
-        action=argparse.BooleanOptionalAction,
-        default="auto",
-        help="low-memory mode: the same output in under half the GPU memory, a little slower "
-        "(default: chosen from the free GPU memory)",
-    )
-    g.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default="auto",
-        help="run the refiner in the channels_last memory layout (default: on CUDA in half precision)",
-    )
-    g.add_argument(
-        "--safe-only",
-        action="store_true",
-        default=None,
-        help="never load a checkpoint format that can execute code (legacy .pth pickles)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,94 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     _add_preview(sub)
     return parser
-
-
-EXPORT_TARGETS = ("onnx", "torchscript", "exported-program")
-
-
-def _add_export_parser(sub: Any) -> None:
-    """``corridorkey export OUT --to TARGET`` (docs/hosts.md)."""
-    export = sub.add_parser(
-        "export",
-        help="write the keyer as ONNX, TorchScript (Nuke) or a torch.export program for a host application",
-        description="Write the whole keyer (resize to the model's size, normalisation, the model, Lanczos-4 "
-        "back to the frame, optional despill) as one graph file: input [1, 4, H, W] float32 (sRGB RGB 0-1 "
-        "and the linear alpha hint; any H and W), output [1, 4, H, W] (straight sRGB foreground and linear "
-        "alpha). Despeckle and the preview comp stay the host's job. docs/hosts.md: using the file in Nuke, "
-        "ONNX Runtime and TensorRT.",
-    )
-    export.add_argument("out", type=Path, metavar="OUT", help="the file to write (replaced whole)")
-    export.add_argument("--to", dest="target", choices=EXPORT_TARGETS, required=True, help="the file type")
-    export.add_argument(
-        "--nuke",
-        action="store_true",
-        help="with --to torchscript: for Nuke's CatFileCreator (linear RGB + hint in, linear premultiplied "
-        "RGBA out)",
-    )
-    export.add_argument(
-        "--despill",
-        dest="despill_strength",
-        type=_unit_float,
-        default=0.0,
-        metavar="0-1",
-        help="despill inside the graph on the --screen-color channel (0: none)",
-    )
-    export.add_argument(
-        "--precision",
-        dest="export_precision",
-        choices=["float32", "float16"],
-        default="float32",
-        help="the model's weights and arithmetic in the file (float32); input and output stay float32",
-    )
-    export.add_argument(
-        "--verify",
-        action="store_true",
-        help="run the written file with its own runtime on a generated frame (the model's size and an odd "
-        "one) and compare it with the engine; exit 1 when it differs more than the tolerance",
-    )
-    g = export.add_argument_group("model and device")
-    g.add_argument(
-        "--checkpoint-dir", type=Path, metavar="DIR", help="folder holding the checkpoint (as for infer)"
-    )
-    _add_screen_color(g)
-    _add_choice_options(g)
-    hub = g.add_mutually_exclusive_group()
-    hub.add_argument("--hub", default=PUBLISHED, metavar="REPO_ID", help="repository to fetch from")
-    hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
-    g.add_argument("--device", help="the device the graph is traced on: " + DEVICE_HELP)
-    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
-    g.add_argument(
-        "--safe-only", action="store_true", default=None, help="never load a format that can execute code"
-    )
-    export.set_defaults(precision="float32", compile=False)
-    _add_common(export)
-
-
-def _add_preview(sub: Any) -> None:
-    preview = sub.add_parser(
-        "preview",
-        help="tune the key in a local web viewer, then render with the same code as infer",
-        description="Serve a local web page (docs/ui.md) that shows the clips' frames keyed with live "
-        "settings (views, A/B wipe, zoom, pixel values), the equivalent `corridorkey infer` command line, "
-        "and renders a clip exactly as that command would. The URL printed carries a random access "
-        "token; the server answers only on that address. Ctrl-C stops it.",
-    )
-    preview.add_argument(
-        "clips", nargs="+", type=Path, metavar="PATH", help="clip folder(s) or folder(s) of clips"
-    )
-    _add_engine_options(preview)
-    s = preview.add_argument_group("server")
-    s.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (127.0.0.1); any other lets other machines reach the page (a warning "
-        "says so)",
-    )
-    s.add_argument(
-        "--port", type=_number(int, low=0, high=65535), default=0, help="port (default: a free one)"
-    )
-    s.add_argument("--open", action="store_true", help="open the page in the default browser")
-    _add_common(preview)
 
 
 def _version() -> str:

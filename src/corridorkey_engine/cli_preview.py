@@ -19,7 +19,7 @@ log = logging.getLogger("corridorkey_engine.cli")
 
 def run_preview(args: argparse.Namespace) -> int:
     """Check the clips, load the engine, print the URL and serve until Ctrl-C; 1 when no clip is usable."""
-    from .cli import _report
+    from .cli_clips import report as _report
     from .device import resolve_device, resolve_dtype
     from .preview.session import PreviewSession
     from .preview.settings import Settings
@@ -97,14 +97,15 @@ def parse_infer(argv: list[str]) -> argparse.Namespace:
 
 def infer_options(argv: list[str]) -> Any:
     """The ``KeyOptions`` ``corridorkey ARGV`` (an infer command line) keys with."""
-    from .cli import key_options
+    from .cli_values import key_options
 
     return key_options(parse_infer(argv))
 
 
 def infer_engine(argv: list[str]) -> Any:
     """The engine ``corridorkey ARGV`` (an infer command line) loads."""
-    from .cli import _load_engine, checkpoint_source
+    from .cli_values import checkpoint_source
+    from .cli_values import load_engine_from as _load_engine
 
     args = parse_infer(argv)
     return _load_engine(args, checkpoint_source(args))
