@@ -479,7 +479,7 @@ def test_stage_times_merge_clips_and_host_clock_durations() -> None:
     assert clock.durations() == {"upload": 250.0, "model": 750.0, "post": 500.0}
 
 
-def test_compile_cache_folder_names_and_inductor_settings(tmp_path, monkeypatch) -> None:
+def test_compile_cache_folder_names_and_inductor_settings(tmp_path, monkeypatch, caplog) -> None:
     import torch._inductor.config as inductor_config
 
     from corridorkey_engine.model.compiling import _slug, compile_model
@@ -494,7 +494,9 @@ def test_compile_cache_folder_names_and_inductor_settings(tmp_path, monkeypatch)
     monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     folder.mkdir(parents=True)  # already there: no error
-    compile_model(torch.nn.Identity(), "inductor", None, device=torch.device("cpu"), dtype=torch.float32,
-                  img_size=64)
+    with caplog.at_level(logging.INFO, logger="corridorkey_engine.model.compiling"):
+        compile_model(torch.nn.Identity(), "inductor", None, device=torch.device("cpu"), dtype=torch.float32,
+                      img_size=64)
+    assert f"compile cache: {folder}" in caplog.messages
     assert inductor_config.fx_graph_cache is True
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)

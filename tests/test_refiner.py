@@ -100,6 +100,12 @@ def _refiner(channels: int = 16, seed: int = 0) -> CNNRefiner:
     return refiner
 
 
+def test_refiner_blocks_have_the_published_dilations() -> None:
+    refiner = CNNRefiner(7, 16, 4)
+    assert [b.conv1.dilation for b in refiner.blocks] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+    assert [b.conv2.padding for b in refiner.blocks] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+
+
 @pytest.mark.parametrize("tile", [16, 37, 64, 500])
 def test_tiled_refiner_equals_the_whole_image(tile: int) -> None:
     """Tiles of any size (smaller than the largest dilation's reach too, and not dividing the image) give
