@@ -59,9 +59,11 @@ from .errors import (
     CheckpointNotFoundError,
     DeviceUnavailableError,
     DownloadNoSpaceError,
+    HubAnswerError,
     NoSpaceError,
     PluginError,
     PluginLoadError,
+    UnsafeNameError,
 )
 from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
@@ -82,12 +84,14 @@ __all__ = [
     "DeviceUnavailableError",
     "DownloadNoSpaceError",
     "FormatRegistrar",
+    "HubAnswerError",
     "HubSource",
     "NoSpaceError",
     "PluginError",
     "PluginLoadError",
     "Registry",
     "ResolvedCheckpoint",
+    "UnsafeNameError",
     "get_registry",
     "hookimpl",
     "resolve",

@@ -299,10 +299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _fields_from(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """``cls(...)`` from the parsed arguments named like its fields (``overrides`` win)."""
     given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
@@ -352,3 +348,7 @@ def key_options(args: argparse.Namespace) -> Any:
         formats={k: v for k, v in formats.items() if k in args.outputs},
         frames=FrameSelection.parse(args.frames, args.max_frames),
     )
+
+
+if __name__ == "__main__":  # `python -m corridorkey_engine.cli`: last, once every function above exists
+    sys.exit(main())
