@@ -18,7 +18,7 @@ from typing import Any
 from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
 
 from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads
-from .errors import CliError, CorridorKeyError
+from .errors import CliError, CorridorKeyError, UsageError
 from .model.source import PUBLISHED_MODELS, CheckpointSource
 
 log = logging.getLogger("corridorkey_engine.cli")
@@ -41,9 +41,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     found = expand_clip_paths(args.clips)
     names = [c.path.name for c in found if c.error is None]
     if args.output is not None and len(set(names)) != len(names):
-        raise CliError("two clips share a folder name; with --output their outputs would collide")
+        raise UsageError("two clips share a folder name; with --output their outputs would collide")
     if args.ray is None and (args.ray_workers or args.ray_gpus_per_worker is not None):
-        raise CliError("--ray-workers and --ray-gpus-per-worker need --ray")
+        raise UsageError("--ray-workers and --ray-gpus-per-worker need --ray")
     if args.ray is not None:
         from .cli_ray import run_infer
 
@@ -95,15 +95,20 @@ def _key_clips(
 ) -> int:
     """Check every clip (reporting the bad ones), check the device and load the engine, then key what is
     left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
-    frame is keyed. Returns 1 when any clip failed."""
+    frame is keyed, and the model is not loaded when there is nothing to key. Returns 2 when a clip's
+    selection is a usage error, else 1 when any clip failed."""
+    from .cli_report import ClipTally, clip_line, progress_bar, total_line
     from .clips.fingerprint import model_settings, program_version
+    from .clips.frameranges import select_frames
     from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
     from .device import resolve_device
 
-    clips, failed = prepare_clips(args, roots, opts, output)
+    usage: list[BaseException] = []
+    clips, failed = prepare_clips(args, roots, opts, output, usage)
     if not clips:
-        return 1
+        return 2 if usage else 1
     resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
+    frames = sum(len(c) for c in clips)
     t0 = time.perf_counter()
     engine = _load_engine(args, source)
     load_s = time.perf_counter() - t0
@@ -113,47 +118,53 @@ def _key_clips(
     if engine.device.type == "cuda":
         opts = replace(opts, pin_memory=True)
     plans = [plan_frames(c, opts) for c in clips]
-    total = sum(len(p) for p in plans)
-    frames = sum(len(c) for c in clips)
-    if total == 0 and not failed and not opts.comp_video:
+    tallies = [
+        ClipTally(c.name, len(c), len(select_frames(c.input, opts.frames)), len(todo))
+        for c, todo in zip(clips, plans, strict=True)
+    ]
+    if not any(plans) and not failed:
+        movies = [m.name for m in (finish_clip(c, opts) for c in clips) if m is not None]
         if not args.quiet:
-            print(
-                f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done "
-                "(--overwrite redoes them)"
-            )
-        return 0
+            chosen = sum(t.selected for t in tallies)
+            which = f"{frames}" if chosen == frames else f"{chosen} selected"  # the others: outside it
+            done = f"all {which} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
+            made = f"; {len(movies)} {movies[0]} written" if movies else ""
+            print(f"nothing to do: {done}{made}")
+        return 2 if usage else 0
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-    keyed = 0
     lines: list[str] = []
     errors: list[BaseException] = []
     start = time.perf_counter()
-    try:
-        for clip, todo in zip(clips, plans, strict=True):
-            bar.set_description(clip.name)
-            try:
-                result = None
-                if todo:
-                    begin_clip(clip, opts, todo)
-                    result = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
-                    keyed += result.keyed
-                movie = finish_clip(clip, opts)
-            except (CorridorKeyError, OSError) as exc:
-                errors.append(exc)  # reported under the progress bar, once it is closed
-                continue
-            lines.append(_clip_line(clip, opts, todo, result.seconds if result else 0.0, movie))
-    except KeyboardInterrupt:
-        bar.close()
-        print(
-            f"{PROG}: interrupted after {bar.n} frame(s); every written file is whole. "
-            "Rerun the same command to finish the rest.",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        bar.close()
+    selection = None if opts.frames.everything else opts.frames.describe()
+    for clip, todo, tally in zip(clips, plans, tallies, strict=True):
+        bar = progress_bar(clip.name, len(todo), args)
+        began = time.perf_counter()
+
+        def counted(n: int, tally: ClipTally = tally, bar: Any = bar) -> None:
+            tally.keyed += n  # the frames of an engine call are written whole even if a later one fails
+            bar.update(n)
+
+        try:
+            if todo:
+                begin_clip(clip, opts, todo)
+                key_clip(engine, clip, opts, frames=todo, on_frame=counted)
+            movie = finish_clip(clip, opts)
+        except KeyboardInterrupt:
+            bar.close()
+            keyed = sum(t.keyed for t in tallies)
+            print(
+                f"{PROG}: interrupted after {keyed} frame(s); every written file is whole. "
+                "Rerun the same command to finish the rest.",
+                file=sys.stderr,
+            )
+            return 130
+        except (CorridorKeyError, OSError) as exc:
+            errors.append(exc)  # reported under the progress bars, once they are closed
+            tally.failed, movie = True, None
+        finally:
+            bar.close()
+            tally.seconds = time.perf_counter() - began
+        lines.append(clip_line(tally, selection, _movie_note(clip, opts, movie, tally.failed)))
     seconds = time.perf_counter() - start
     for exc in errors:
         _report(args, str(exc), exc)
@@ -161,23 +172,24 @@ def _key_clips(
     if not args.quiet:
         for line in lines:
             print(line)
-        fps = keyed / seconds if seconds > 0 else float("inf")
-        print(
-            f"keyed {keyed} frames ({frames - keyed} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
-            f"{fps:.2f} frames/s (model load {load_s:.1f} s)" + (f"; {failed} failed" if failed else "")
-        )
+        print(total_line(tallies, seconds, load_s, failed))
         print(engine.describe())
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
-    return 1 if failed else 0
+    return 2 if usage else 1 if failed else 0
 
 
 def prepare_clips(
-    args: argparse.Namespace, roots: Sequence[Path | Any], opts: Any, output: Path | None
+    args: argparse.Namespace,
+    roots: Sequence[Path | Any],
+    opts: Any,
+    output: Path | None,
+    usage: list[BaseException] | None = None,
 ) -> tuple[list[Any], int]:
     """Check every clip (creating nothing), reporting each bad one on a line; the good clips and how many
-    failed."""
+    failed. A clip whose failure is a usage error (``--frames`` selecting none of its frames) goes to
+    ``usage`` when given, instead of the count."""
     from .clips.layout import ClipPath
     from .clips.pipeline import prepare_clip
 
@@ -193,23 +205,20 @@ def prepare_clips(
             clips.append(prepare_clip(item.path, opts, output))
         except (CorridorKeyError, OSError) as exc:
             _report(args, str(exc), exc)
-            failed += 1
+            if usage is not None and isinstance(exc, UsageError):
+                usage.append(exc)
+            else:
+                failed += 1
     return clips, failed
 
 
-def _clip_line(clip: Any, opts: Any, todo: Sequence[int], seconds: float, movie: Path | None) -> str:
-    """``shot010: keyed 12 of 120 frames (frames 1001-1012) in 8.1 s; Comp.mp4 written``."""
-    selected = f" (frames {opts.frames.describe()})" if not opts.frames.everything else ""
-    text = f"{clip.name}: keyed {len(todo)} of {len(clip)} frames{selected} in {seconds:.1f} s"
+def _movie_note(clip: Any, opts: Any, movie: Path | None, failed: bool) -> str | None:
+    """What became of ``Comp.mp4`` (with ``--comp-video``): written, up to date, or waiting."""
     if movie is not None:
-        text += f"; {movie.name} written"
-    elif opts.comp_video:
-        text += (
-            "; Comp.mp4 up to date"
-            if (clip.out_dir / "Comp.mp4").is_file()
-            else "; Comp.mp4 waits for the rest"
-        )
-    return text
+        return f"{movie.name} written"
+    if not opts.comp_video or failed:
+        return None
+    return "Comp.mp4 up to date" if (clip.out_dir / "Comp.mp4").is_file() else "Comp.mp4 waits for the rest"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -287,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except UsageError as exc:  # as argparse does for a bad option: status 2
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except (CorridorKeyError, CheckpointError, OSError) as exc:  # raised on purpose: the message says it all
         if args.verbose:
             log.exception("%s failed", args.command)
@@ -337,7 +349,7 @@ def key_options(args: argparse.Namespace) -> Any:
     threads = args.io_threads or default_io_threads()
     formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
     if args.comp_video and "comp" not in args.outputs:
-        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
+        raise UsageError("--comp-video is made from the comp output: add comp to --outputs")
     return _fields_from(
         KeyOptions,
         args,

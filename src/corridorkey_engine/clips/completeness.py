@@ -29,12 +29,12 @@ def exr_complete(path: Path, size: int) -> bool:
             return True
         # Skip header attributes: name\0 type\0 int32 size, value; an empty name ends the header.
         while True:
-            name = _read_cstring(f)
+            name = read_cstring(f)
             if name is None:
                 return False
             if name == b"":
                 break
-            if _read_cstring(f) is None:
+            if read_cstring(f) is None:
                 return False
             raw = f.read(4)
             if len(raw) < 4:
@@ -65,7 +65,7 @@ def exr_complete(path: Path, size: int) -> bool:
         return last + len(raw) + data_size == size
 
 
-def _read_cstring(f: Any, limit: int = 256) -> bytes | None:
+def read_cstring(f: Any, limit: int = 256) -> bytes | None:
     out = bytearray()
     while len(out) <= limit:
         c = f.read(1)

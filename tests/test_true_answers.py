@@ -1,0 +1,129 @@
+"""`corridorkey infer` says what it did: a selection of no frame is a usage error, the counts add up (keyed,
+already done, outside the selection, failed), every selected frame's header is checked before the first
+output is written, and each documented exit status has its case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_ckpt import TINY_IMG_SIZE, make_clip, run_cli
+
+NAMES = ["f_1001", "f_1002", "f_1003", "f_1004"]
+SIZE = (40, 56)
+OUTPUTS = ("Matte", "FG", "Processed", "Comp")
+
+
+def infer(clip: Path, ckpt: Path, *extra: str):
+    return run_cli("infer", clip, "--checkpoint-dir", ckpt, "--img-size", TINY_IMG_SIZE, *extra)
+
+
+def made(clip: Path) -> list[str]:
+    return sorted(p.name for p in clip.iterdir() if p.name not in ("Input", "AlphaHint"))
+
+
+def corrupt_pixels(path: Path) -> bytes:
+    """Keep the PNG's header and end marker, zero its pixels: only decoding the frame finds it."""
+    good = path.read_bytes()
+    path.write_bytes(good[:33] + bytes(len(good) - 45) + good[-12:])
+    return good
+
+
+def test_frames_that_select_no_frame_are_a_usage_error_naming_the_clips_range(tmp_path, ckpt_dir):
+    clip = make_clip(tmp_path / "shot", NAMES, SIZE)
+    proc = infer(clip, ckpt_dir, "--frames", "1005-1006")
+    assert proc.returncode == 2, proc
+    assert proc.stderr.strip() == (
+        f"corridorkey: error: {clip}: --frames 1005-1006 selects none of its frames (its first frame is "
+        "1001, its last 1004)"
+    )
+    assert "nothing to do" not in proc.stdout and made(clip) == []
+
+
+def test_the_counts_separate_keyed_done_outside_and_failed_and_add_up(tmp_path, ckpt_dir):
+    clip = make_clip(tmp_path / "shot", NAMES, SIZE)
+    bad = clip / "Input" / "f_1003.png"
+    good = corrupt_pixels(bad)
+
+    first = infer(clip, ckpt_dir, "--batch-size", "1", "--io-threads", "1")
+    assert first.returncode == 1
+    assert "shot: keyed 2 of 4 frames (0 already done, 0 outside the selection, 2 failed)" in first.stdout
+    assert "keyed 2 frames (0 already done, 0 outside the selection, 2 failed) from 1 clip(s)" in first.stdout
+    assert sorted(p.name for p in (clip / "Matte").iterdir()) == ["f_1001.exr", "f_1002.exr"]
+
+    bad.write_bytes(good)
+    chunk = infer(clip, ckpt_dir, "--frames", "1002-1004")
+    assert chunk.returncode == 0, chunk
+    line = "shot: keyed 2 of 4 frames (frames 1002-1004; 1 already done, 1 outside the selection, 0 failed)"
+    assert line in chunk.stdout
+
+
+@pytest.mark.parametrize("problem", ["hint size", "truncated input", "unreadable hint"])
+def test_every_selected_frame_is_checked_before_the_first_output(tmp_path, ckpt_dir, problem):
+    clip = make_clip(tmp_path / "shot", NAMES, SIZE)
+    last = clip / ("AlphaHint" if problem != "truncated input" else "Input") / "f_1004.png"
+    if problem == "hint size":
+        assert cv2.imwrite(str(last), np.zeros((SIZE[0] * 2, SIZE[1] * 2), np.uint8))
+        expected = f"{clip / 'Input' / 'f_1004.png'} is 56x40 but {last} is 112x80"
+    elif problem == "truncated input":
+        last.write_bytes(last.read_bytes()[:-20])
+        expected = f"{last}: truncated PNG (no end marker)"
+    else:
+        last.write_bytes(b"not a png at all, but named like one")
+        expected = f"{last}: unreadable or corrupt image (not a PNG)"
+    proc = infer(clip, ckpt_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith(f"corridorkey: error: {expected}"), proc.stderr
+    assert made(clip) == []  # no folder, no manifest, no frame: the first three frames were not keyed
+
+
+def test_comp_video_on_a_complete_clip_says_nothing_to_do(tmp_path, ckpt_dir):
+    clip = make_clip(tmp_path / "shot", NAMES[:2], SIZE)
+    assert infer(clip, ckpt_dir, "--comp-video").returncode == 0
+    movie = (clip / "Comp.mp4").stat().st_mtime_ns
+    again = infer(clip, ckpt_dir, "--comp-video")
+    assert again.returncode == 0
+    assert again.stdout == "nothing to do: all 2 frames of 1 clip(s) are done (--overwrite redoes them)\n"
+    assert (clip / "Comp.mp4").stat().st_mtime_ns == movie
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "message"),
+    [
+        (["--img-size", "100"], 2, "argument --img-size: must be a multiple of 32"),
+        (["--precision", "fp8"], 2, "argument --precision: precision must be one of"),
+        (["--ray-workers", "2"], 2, "--ray-workers and --ray-gpus-per-worker need --ray"),
+        (["--outputs", "matte", "--comp-video"], 2, "--comp-video is made from the comp output"),
+        (["--frames", "9-1"], 2, "the range ends before it starts"),
+        (["--frames", "2000"], 2, "selects none of its frames"),
+        (["--checkpoint-dir", "EMPTY", "--no-hub"], 1, "no checkpoint found in"),
+    ],
+)
+def test_each_documented_exit_status(tmp_path, ckpt_dir, extra, status, message):
+    clip = make_clip(tmp_path / "shot", NAMES[:1], SIZE)
+    (tmp_path / "EMPTY").mkdir()
+    extra = [str(tmp_path / "EMPTY") if e == "EMPTY" else e for e in extra]
+    try:
+        proc = infer(clip, ckpt_dir, *extra)
+        code, err = proc.returncode, proc.stderr
+    except SystemExit as exc:  # argparse's own usage errors, in this process
+        code, err = exc.code, ""
+    assert code == status
+    if err:  # argparse prints its usage first; the error is the last line
+        assert message in err.strip().splitlines()[-1], err
+    assert made(clip) == []
+
+
+def test_one_named_progress_bar_per_clip_only_when_asked(tmp_path, ckpt_dir):
+    a = make_clip(tmp_path / "a", NAMES[:2], SIZE)
+    b = make_clip(tmp_path / "b", NAMES[:1], SIZE)
+    quiet = run_cli("infer", a, b, "--checkpoint-dir", ckpt_dir, "--img-size", TINY_IMG_SIZE)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # stderr is not a terminal: no bar
+    shown = run_cli("infer", a, b, "--checkpoint-dir", ckpt_dir, "--img-size", TINY_IMG_SIZE, "--overwrite",
+                    "--progress")  # fmt: skip
+    bars = [seg for seg in shown.stderr.replace("\r", "\n").splitlines() if seg.strip()]
+    assert bars and all(seg.startswith(("a: ", "b: ")) for seg in bars), bars  # never an unnamed bar
+    assert any(seg.startswith("a: 100%") and "2/2" in seg for seg in bars)
+    assert any(seg.startswith("b: 100%") and "1/1" in seg for seg in bars)
