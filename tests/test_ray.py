@@ -182,7 +182,7 @@ def test_ray_missing_names_the_extra_in_one_line(tmp_path: Path, ckpt_dir: Path)
 def test_ray_options_need_ray(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "shot", ["a"])
     proc = infer(clip, ckpt_dir, "--ray-workers", "2")
-    assert proc.returncode == 1 and "--ray-workers and --ray-gpus-per-worker need --ray" in proc.stderr
+    assert proc.returncode == 2 and "--ray-workers and --ray-gpus-per-worker need --ray" in proc.stderr
     assert not (clip / "Matte").exists()
 
 
