@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_formats import CheckpointDownloadError, CheckpointError, CheckpointNotFoundError
+from ckpt_formats.atomic import interrupt_on_sigterm
 
 from .cli_args import CHOICE_ADVICE, PROG, PUBLISHED, build_parser, default_io_threads
 from .errors import CliError, CorridorKeyError, UsageError
@@ -292,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     handlers = {"infer": _cmd_infer, "demo": _cmd_demo}
     try:
-        return handlers[args.command](args)
+        with interrupt_on_sigterm():  # SIGTERM stops a run as Ctrl-C does: every written file whole
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
