@@ -25,9 +25,10 @@ def made(clip: Path) -> list[str]:
 
 
 def corrupt_pixels(path: Path) -> bytes:
-    """Keep the PNG's header and end marker, zero its pixels: only decoding the frame finds it."""
+    """Keep the PNG's header and end marker, damage its pixels: only reading the whole frame finds it."""
     good = path.read_bytes()
-    path.write_bytes(good[:33] + bytes(len(good) - 45) + good[-12:])
+    start = good.index(b"IDAT") + 4
+    path.write_bytes(good[:start] + bytes(8) + good[start + 8 :])
     return good
 
 
@@ -127,3 +128,14 @@ def test_one_named_progress_bar_per_clip_only_when_asked(tmp_path, ckpt_dir):
     assert bars and all(seg.startswith(("a: ", "b: ")) for seg in bars), bars  # never an unnamed bar
     assert any(seg.startswith("a: 100%") and "2/2" in seg for seg in bars)
     assert any(seg.startswith("b: 100%") and "1/1" in seg for seg in bars)
+
+
+def test_a_corrupt_png_is_one_line_and_the_decoder_prints_nothing(tmp_path, ckpt_dir, capfd):
+    clip = make_clip(tmp_path / "shot", NAMES[:2], SIZE)
+    bad = clip / "Input" / "f_1002.png"
+    corrupt_pixels(bad)
+    proc = infer(clip, ckpt_dir)
+    assert proc.returncode == 1
+    why = "unreadable or corrupt image (CRC error in its 'IDAT' chunk)"
+    assert proc.stderr.strip() == f"corridorkey: error: {bad}: {why}"
+    assert "libpng" not in capfd.readouterr().err  # what the C library would print straight to the terminal
