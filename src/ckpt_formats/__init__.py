@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AmbiguousCheckpointError,
+    CheckpointAccessError,
     CheckpointContentError,
     CheckpointDownloadError,
     CheckpointError,
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AmbiguousCheckpointError",
     "Candidate",
+    "CheckpointAccessError",
     "CheckpointContentError",
     "CheckpointDownloadError",
     "CheckpointError",

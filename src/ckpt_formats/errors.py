@@ -20,6 +20,17 @@ class AmbiguousCheckpointError(CheckpointError):
     """Two or more candidates of the winning format: the registry will not guess which one."""
 
 
+class CheckpointAccessError(CheckpointError, PermissionError):
+    """A folder or file may not be read by this user. Also a ``PermissionError``; ``filename`` names it."""
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class CheckpointLoadError(CheckpointError):
     """The chosen checkpoint failed to load (corrupt, truncated, unreadable, unsafe or wrong content)."""
 
