@@ -139,3 +139,16 @@ def test_a_corrupt_png_is_one_line_and_the_decoder_prints_nothing(tmp_path, ckpt
     why = "unreadable or corrupt image (CRC error in its 'IDAT' chunk)"
     assert proc.stderr.strip() == f"corridorkey: error: {bad}: {why}"
     assert "libpng" not in capfd.readouterr().err  # what the C library would print straight to the terminal
+
+
+def test_a_plate_much_larger_than_the_model_is_said_once(tmp_path, ckpt_dir):
+    big = [make_clip(tmp_path / name, NAMES[:1], (256, 320)) for name in ("a", "b")]
+    proc = run_cli("infer", *big, "--checkpoint-dir", ckpt_dir, "--img-size", TINY_IMG_SIZE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == (  # once for the run, naming the first such clip
+        "WARNING corridorkey_engine.cli: a: the plate (320x256) is 5x the model's 64 px resolution, so edges "
+        "come out soft and stair-stepped; --img-size 128 (a multiple of 32; more memory and time) keys it "
+        "sharper"
+    )
+    small = make_clip(tmp_path / "small", NAMES[:1], SIZE)
+    assert infer(small, ckpt_dir).stderr == ""  # a plate near the model's size: nothing to say

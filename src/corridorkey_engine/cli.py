@@ -98,7 +98,7 @@ def _key_clips(
     left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
     frame is keyed, and the model is not loaded when there is nothing to key. Returns 2 when a clip's
     selection is a usage error, else 1 when any clip failed."""
-    from .cli_report import ClipTally, clip_line, progress_bar, total_line
+    from .cli_report import ClipTally, clip_line, progress_bar, resolution_note, total_line
     from .clips.fingerprint import model_settings, program_version
     from .clips.frameranges import select_frames
     from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
@@ -114,6 +114,8 @@ def _key_clips(
     engine = _load_engine(args, source)
     load_s = time.perf_counter() - t0
     log.info("engine ready in %.1f s: %s", load_s, engine.describe())
+    if (note := resolution_note(clips, engine.img_size)) is not None:
+        log.warning("%s", note)
     settings, about = model_settings(engine)
     opts = replace(opts, model=settings, about={**about, "program": program_version()})
     if engine.device.type == "cuda":

@@ -3,6 +3,7 @@ selection and failed, so the counts always add up to the clip's frames; and the 
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,28 @@ def total_line(tallies: Sequence[ClipTally], seconds: float, load_s: float, fail
         f"{fps:.2f} frames/s (model load {load_s:.1f} s)"
         + (f"; {failed_clips} clip(s) failed" if failed_clips else "")
     )
+
+
+SOFT_RATIO = 4
+"""A plate this many times the model's resolution (or more) keys visibly soft: said once per run."""
+
+
+def resolution_note(clips: Sequence[Any], img_size: int) -> str | None:
+    """The one line saying the plates are much larger than the model's resolution and how to change it,
+    or None (the first clip that is, from its first frame's header)."""
+    from .clips.headers import frame_sizes
+
+    for clip in clips:
+        width, height = frame_sizes(clip.input, [0])[0]
+        ratio = max(width, height) / img_size
+        if ratio >= SOFT_RATIO:
+            sharper = min(2048, max(2 * img_size, 32 * math.ceil(max(width, height) / 4 / 32)))
+            return (
+                f"{clip.name}: the plate ({width}x{height}) is {ratio:.0f}x the model's {img_size} px "
+                f"resolution, so edges come out soft and stair-stepped; --img-size {sharper} (a multiple of "
+                "32; more memory and time) keys it sharper"
+            )
+    return None
 
 
 def progress_bar(name: str, total: int, args: Any) -> Any:
