@@ -39,6 +39,7 @@ ENGINE_LAYERS: dict[str, int] = {
     "corridorkey_engine.cli": 6,
     "corridorkey_engine.cli_ray": 6,
     "corridorkey_engine.cli_report": 6,
+    "corridorkey_engine.cli_plan": 6,
     "corridorkey_engine.__main__": 7,  # `python -m corridorkey_engine`: runs the command line
 }
 """corridorkey_engine's layers, bottom (0) to top: a module may import its own layer and the ones below,

@@ -84,10 +84,19 @@ def test_comp_video_on_a_complete_clip_says_nothing_to_do(tmp_path, ckpt_dir):
     clip = make_clip(tmp_path / "shot", NAMES[:2], SIZE)
     assert infer(clip, ckpt_dir, "--comp-video").returncode == 0
     movie = (clip / "Comp.mp4").stat().st_mtime_ns
-    again = infer(clip, ckpt_dir, "--comp-video")
+    again = infer(clip, ckpt_dir, "--comp-video", "-v")
     assert again.returncode == 0
     assert again.stdout == "nothing to do: all 2 frames of 1 clip(s) are done (--overwrite redoes them)\n"
+    assert "engine ready" not in again.stderr and "loaded safetensors checkpoint" not in again.stderr
     assert (clip / "Comp.mp4").stat().st_mtime_ns == movie
+
+    (clip / "Comp.mp4").unlink()  # complete, but its movie missing: made again, still without the model
+    third = infer(clip, ckpt_dir, "--comp-video", "-v")
+    assert third.stdout.endswith("; 1 Comp.mp4 written\n") and (clip / "Comp.mp4").is_file()
+    assert "engine ready" not in third.stderr
+
+    other = infer(clip, ckpt_dir, "--comp-video", "-v", "--despill", "0.2")  # other settings: keyed again
+    assert "engine ready" in other.stderr and "keyed 2 of 2 frames" in other.stdout
 
 
 @pytest.mark.parametrize(

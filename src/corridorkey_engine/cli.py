@@ -98,6 +98,7 @@ def _key_clips(
     left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
     frame is keyed, and the model is not loaded when there is nothing to key. Returns 2 when a clip's
     selection is a usage error, else 1 when any clip failed."""
+    from .cli_plan import nothing_to_do
     from .cli_report import ClipTally, clip_line, progress_bar, resolution_note, total_line
     from .clips.fingerprint import model_settings, program_version
     from .clips.frameranges import select_frames
@@ -109,7 +110,9 @@ def _key_clips(
     if not clips:
         return 2 if usage else 1
     resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
-    frames = sum(len(c) for c in clips)
+    if not failed and (movies := nothing_to_do(args, source, clips, opts)) is not None:  # no model needed
+        _say_nothing_to_do(args, clips, opts, movies)
+        return 2 if usage else 0
     t0 = time.perf_counter()
     engine = _load_engine(args, source)
     load_s = time.perf_counter() - t0
@@ -126,13 +129,7 @@ def _key_clips(
         for c, todo in zip(clips, plans, strict=True)
     ]
     if not any(plans) and not failed:
-        movies = [m.name for m in (finish_clip(c, opts) for c in clips) if m is not None]
-        if not args.quiet:
-            chosen = sum(t.selected for t in tallies)
-            which = f"{frames}" if chosen == frames else f"{chosen} selected"  # the others: outside it
-            done = f"all {which} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
-            made = f"; {len(movies)} {movies[0]} written" if movies else ""
-            print(f"nothing to do: {done}{made}")
+        _say_nothing_to_do(args, clips, opts, [m for m in (finish_clip(c, opts) for c in clips) if m])
         return 2 if usage else 0
 
     lines: list[str] = []
@@ -181,6 +178,20 @@ def _key_clips(
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
     return 2 if usage else 1 if failed else 0
+
+
+def _say_nothing_to_do(args: argparse.Namespace, clips: Sequence[Any], opts: Any, movies: list[Path]) -> None:
+    """``nothing to do: all 120 frames of 1 clip(s) are done (--overwrite redoes them)``."""
+    from .clips.frameranges import select_frames
+
+    if args.quiet:
+        return
+    frames = sum(len(c) for c in clips)
+    chosen = sum(len(select_frames(c.input, opts.frames)) for c in clips)
+    which = f"{frames}" if chosen == frames else f"{chosen} selected"  # the others: outside it
+    made = f"; {len(movies)} {movies[0].name} written" if movies else ""
+    done = f"all {which} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
+    print(f"nothing to do: {done}{made}")
 
 
 def prepare_clips(
