@@ -58,7 +58,9 @@ def test_among_several_the_names_choose(tmp_path):
 def test_select_names_one_file_and_no_screen_rule_empties_it(tmp_path):
     checkpoint(tmp_path, "a.safetensors")
     checkpoint(tmp_path, "b.safetensors")
+    checkpoint(tmp_path, "b_blue.safetensors")
     assert chosen(tmp_path, screen_color="blue", select="b.safetensors") == "b.safetensors"
+    assert chosen(tmp_path, screen_color="blue", select="b*") == "b_blue.safetensors"  # within the screen
 
 
 def test_the_bundled_model_keys_a_blue_screen_from_the_command_line(tmp_path):

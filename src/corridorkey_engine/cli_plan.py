@@ -30,7 +30,7 @@ def settings_before_loading(args: argparse.Namespace, source: CheckpointSource) 
     from .errors import CorridorKeyError
     from .model.config import GreenFormerConfig
 
-    options = source.registry_options(screen_declared=source.declared_screen())
+    options = source.resolve_options()
     try:
         found = ckpt_formats.get_registry().discover(
             source.directory,

@@ -193,19 +193,18 @@ class CheckpointSource:
         known = {m.repo_id: m.filenames for m in PUBLISHED_MODELS.values()}
         return HubSource(self.hub, filenames=known.get(self.hub))
 
-    def registry_options(self, screen_declared: bool = False) -> dict[str, Any]:
+    def registry_options(self, screen_rules: bool = True) -> dict[str, Any]:
         """The keywords of :func:`ckpt_formats.resolve` this source stands for (all but the folder and hub):
-        the user's ``exclude`` plus MLX weights, and the file-name rules of the screen colour (the other
-        screen's models left out), unless the user's ``select`` names the file or ``screen_declared`` (the
-        folder's one checkpoint declares the colour: :meth:`declared_screen`)."""
+        the user's ``exclude`` plus MLX weights and, with ``screen_rules``, the file-name rules of the screen
+        colour (the other screen's models left out) before the user's ``select``."""
         exclude = list(self.exclude)
         select = [self.select] if self.select is not None else []
         if self.skip_mlx:
             exclude.append(MLX_NAMES)
-        by_name = self.match_screen and self.select is None  # a named file is taken as named
-        if by_name and not screen_declared and self.screen_color == "blue":
+        by_name = self.match_screen and screen_rules
+        if by_name and self.screen_color == "blue":
             select.insert(0, BLUE_NAMES)
-        elif by_name and not screen_declared:
+        elif by_name:
             exclude.append(BLUE_NAMES)
         return {
             "formats": self.formats,
@@ -226,8 +225,28 @@ class CheckpointSource:
         """
         import ckpt_formats
 
-        options = self.registry_options(screen_declared=self.declared_screen())
-        return ckpt_formats.resolve(self.directory, device="cpu", hub=self.hub_source(), **options)
+        return ckpt_formats.resolve(
+            self.directory, device="cpu", hub=self.hub_source(), **self.resolve_options()
+        )
+
+    def resolve_options(self) -> dict[str, Any]:
+        """:meth:`registry_options` as :meth:`resolve` applies them: without the screen's file-name rules
+        when the folder's one checkpoint declares the colour (:meth:`declared_screen`), or when the user's
+        ``select`` names files that the rules would all leave out (a select is never combined with them
+        into an empty set: the file is taken as named)."""
+        import ckpt_formats
+
+        if not self.match_screen or self.declared_screen():
+            return self.registry_options(screen_rules=False)
+        options = self.registry_options()
+        if self.select is None or self.checkpoint_dir is None:
+            return options
+        keys = ("formats", "exclude", "select", "safe_only")
+        try:
+            found = ckpt_formats.get_registry().discover(self.directory, **{k: options[k] for k in keys})
+        except (OSError, ckpt_formats.CheckpointError):
+            return options  # resolve() reports it
+        return options if found.winner is not None else self.registry_options(screen_rules=False)
 
     def declared_screen(self) -> bool:
         """True when an explicit :attr:`checkpoint_dir` holds exactly one checkpoint (the user's exclusions
