@@ -1,5 +1,5 @@
-"""ckpt_formats.untrusted (what the hub checks every answer with), value by value: what passes unchanged, and the exact one-line refusal of the
-rest (naming where the value came from and the value)."""
+"""ckpt_formats.untrusted (what the hub checks every answer with), value by value: what passes unchanged,
+and the exact one-line refusal of the rest (naming where the value came from and the value)."""
 
 from __future__ import annotations
 
