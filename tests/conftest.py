@@ -34,9 +34,42 @@ write_pth = write_pickle
 
 
 @pytest.fixture
-def registry() -> Registry:
-    """A fresh registry with the installed entry points (builtins and the example plugin)."""
-    return Registry()
+def registry(monkeypatch) -> Registry:
+    """A fresh registry with the project's own entry points (builtins and the example plugin); any other
+    installed plugin is blocked (:func:`project_only`), so the tests hold beside it."""
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", project_only())
+    registry = Registry()
+    registry.all_formats()  # load now: the "disabled" notes are logged at set-up, not in the test
+    return registry
+
+
+PROJECT_PLUGINS = ("safetensors", "pickle", "npz")
+"""The project's own plugins: the builtins and the example third-party plugin that scripts/install adds."""
+
+
+def foreign_plugins() -> list[str]:
+    """Entry points of the ``ckpt_formats`` group other than the project's own (a user's, a third party's)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="ckpt_formats")} - set(PROJECT_PLUGINS))
+
+
+def project_only(disable: str = "") -> str:
+    """A ``CKPT_FORMATS_DISABLE`` value that blocks ``disable`` and every foreign plugin: a registry built
+    with it holds the project's own formats only, whatever else is installed."""
+    return ",".join([*(n.strip() for n in disable.split(",") if n.strip()), *foreign_plugins()])
+
+
+@pytest.fixture
+def project_plugins(monkeypatch):
+    """The process-wide registry (the CLIs') built from the project's own plugins only: tests that check
+    the exact set of formats hold with another plugin installed."""
+    from ckpt_formats.registry import _facade
+
+    monkeypatch.setenv("CKPT_FORMATS_DISABLE", project_only())
+    monkeypatch.setattr(_facade, "_registry", None)
+    yield
+    _facade._registry = None  # the next user builds it again, with the environment restored
 
 
 @pytest.fixture

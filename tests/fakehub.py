@@ -7,9 +7,11 @@ the CDN for LFS files, ``X-Error-Code`` EntryNotFound / RepoNotFound / RevisionN
 serves the bytes, with ``Range`` support (``bytes=A-`` and ``bytes=A-B``). No xet headers are ever sent: the
 client uses plain HTTP.
 
-Faults a test can switch on: a status for every hub request (503), a HEAD that hangs, bytes whose sha256
-does not match, a connection dropped mid-body (once), a gate that holds the body back, a lying size, a slow
-body (``trickle``: N bytes every T seconds) and a body that stops (``stall_after``: N bytes, then silence).
+Faults a test can switch on: hostile headers (:attr:`FakeHub.hostile` replaces X-Repo-Commit, ETag,
+X-Linked-Etag or Location in every file answer), a status for every hub request (503), a HEAD that hangs,
+bytes whose sha256 does not match, a connection dropped mid-body (once), a gate that holds the body back, a
+lying size, a slow body (``trickle``: N bytes every T seconds) and a body that stops (``stall_after``: N
+bytes, then silence).
 Every request is recorded, and so is every body byte the CDN served (:attr:`FakeHub.served`). Each handler
 waits at most ``MAX_WAIT`` seconds; :meth:`FakeHub.close` (called
 by the fixture) releases every waiting handler and stops both servers.
@@ -67,6 +69,7 @@ class FakeHub:
         self.trickle: dict[str, tuple[int, float]] = {}  # cdn sends (bytes, every seconds) for these
         self.stall_after: dict[str, int] = {}  # cdn sends this many bytes, then nothing until close()
         self.served: dict[str, int] = {}  # body bytes the cdn sent, per file name
+        self.hostile: dict[str, str] = {}  # headers that replace the hub's own in every file answer
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._blobs: dict[str, tuple[str, bytes]] = {}  # sha256 -> (filename, bytes)
@@ -216,10 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "Location": f"{fake.cdn_url}/cdn/{sha}/{filename}?X-Amz-Signature=fake",
                 "Content-Length": "0",
             }
-            self._reply(302, headers)
+            self._reply(302, {**headers, **fake.hostile})
         else:
             headers = {**commit, "ETag": f'"{git_blob_sha1(data)}"', "Content-Length": size}
-            self._reply(200, headers, data, send_body=method == "GET")
+            self._reply(200, {**headers, **fake.hostile}, data, send_body=method == "GET")
 
     def _error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
         self._reply(

@@ -251,7 +251,7 @@ def cli(*args, env=None):
     )
 
 
-def test_cli_list_shows_formats_plugins_and_distributions():
+def test_cli_list_shows_formats_plugins_and_distributions(project_plugins):
     out = cli("list")
     assert out.returncode == 0, out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}

@@ -194,9 +194,9 @@ def test_blue_in_the_name_is_case_insensitive_and_select_narrows_within_the_scre
     assert "select=NAME or exclude=[GLOB]" in text and "--select" not in text  # Python: the fields
     source = CheckpointSource(tmp_path, screen_color="blue", select="*v1*")
     assert load_greenformer(source).checkpoint.path.name == "shot_Blue_v1.safetensors"
-    # select never reaches past the screen: a green name selected for blue is not found.
-    with pytest.raises(ckpt_formats.CheckpointNotFoundError, match="shot_green"):
-        load_greenformer(CheckpointSource(tmp_path, screen_color="blue", select="shot_green*"))
+    # a select the screen's rules would empty names the file as it is (never an empty set)
+    source = CheckpointSource(tmp_path, screen_color="blue", select="shot_green*")
+    assert load_greenformer(source).checkpoint.path.name == "shot_green.safetensors"
     source = CheckpointSource(tmp_path, screen_color="blue", exclude=["*v2*"])
     assert load_greenformer(source).checkpoint.path.name == "shot_Blue_v1.safetensors"
 

@@ -43,7 +43,7 @@ def test_list_table(capsys) -> None:
     assert " disabled " in next(line for line in out.splitlines() if line.startswith("pickle "))
 
 
-def test_list_json_describes_every_format(capsys) -> None:
+def test_list_json_describes_every_format(capsys, project_plugins) -> None:
     status, out, _ = run(capsys, "list", "--json")
     assert status == 0
     data = json.loads(out)
@@ -107,7 +107,7 @@ def three(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_resolve_lists_candidates_per_format_and_the_shadowed(three: Path, capsys) -> None:
+def test_resolve_lists_candidates_per_format_and_the_shadowed(three: Path, capsys, project_plugins) -> None:
     status, out, _ = run(capsys, "resolve", three, "--select", "*a.*", "--exclude", "b.*")
     assert status == 0
     assert out.splitlines() == [

@@ -49,6 +49,9 @@ ENGINE_LAYERS: dict[str, int] = {
     "corridorkey_engine.cli_ray": 6,
     "corridorkey_engine.cli_export": 6,
     "corridorkey_engine.cli_preview": 6,
+    "corridorkey_engine.cli_report": 6,
+    "corridorkey_engine.cli_plan": 6,
+    "corridorkey_engine.__main__": 7,  # `python -m corridorkey_engine`: runs the command line
 }
 """corridorkey_engine's layers, bottom (0) to top: a module may import its own layer and the ones below,
 never one above. A module's layer is that of the longest entry its dotted name starts with. The package's
@@ -177,9 +180,7 @@ def test_importing_a_package_imports_no_torch(package: str) -> None:
 
 # -- no import cycle --------------------------------------------------------------------------------------
 
-PENDING_CYCLES: list[set[str]] = [
-    {"ckpt_formats.hub._placement", "ckpt_formats.hub._session", "ckpt_formats.hub._transfer"},
-]
+PENDING_CYCLES: list[set[str]] = []
 """Cycles another change is removing (issue 19 moves the hub's download pieces apart). Each entry must
 still be a cycle: once it is gone, delete it here."""
 

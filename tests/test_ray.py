@@ -182,7 +182,7 @@ def test_ray_missing_names_the_extra_in_one_line(tmp_path: Path, ckpt_dir: Path)
 def test_ray_options_need_ray(tmp_path: Path, ckpt_dir: Path) -> None:
     clip = make_clip(tmp_path / "shot", ["a"])
     proc = infer(clip, ckpt_dir, "--ray-workers", "2")
-    assert proc.returncode == 1 and "--ray-workers and --ray-gpus-per-worker need --ray" in proc.stderr
+    assert proc.returncode == 2 and "--ray-workers and --ray-gpus-per-worker need --ray" in proc.stderr
     assert not (clip / "Matte").exists()
 
 
@@ -197,7 +197,7 @@ def test_ray_run_equals_local_run_on_two_clips(tmp_path: Path, ckpt_dir: Path) -
     b, b_ref = clip_pair(tmp_path, "sh020", 4, size=(48, 64))
     ok(infer([a_ref, b_ref], ckpt_dir, "-q"))
     proc = ok(infer([a, b], ckpt_dir, "--ray", "--ray-workers", "2"))
-    assert "keyed 9 frames (0 skipped) from 2 clip(s)" in proc.stdout
+    assert "keyed 9 frames (0 already done, 0 outside the selection, 0 failed) from 2 clip(s)" in proc.stdout
     assert "on 2 Ray worker(s)" in proc.stdout
     assert "device cpu (float32), checkpoint" in proc.stdout
     assert "(5 frame(s) keyed)" in proc.stdout and "(4 frame(s) keyed)" in proc.stdout
@@ -230,7 +230,7 @@ def test_killed_worker_costs_only_a_retry(tmp_path: Path, ckpt_dir: Path, cluste
     env = {"CORRIDORKEY_RAY_TEST_EXIT_ONCE": f"{stage}:f_002:{marker}"}
     proc = ok(infer(clip, ckpt_dir, "--ray", cluster, env=env))
     assert marker.exists(), "the worker never exited: the fault was not injected"
-    assert "keyed 5 frames (0 skipped)" in proc.stdout
+    assert "keyed 5 frames (0 already done, 0 outside the selection, 0 failed)" in proc.stdout
     assert_same_outputs(clip, ref, 5)
 
 
@@ -261,9 +261,10 @@ def test_killed_driver_is_resumed_by_rerunning(tmp_path: Path, ckpt_dir: Path, c
     time.sleep(1)  # let the cluster notice the dead driver and stop its workers
     ok(infer(ref, ckpt_dir, "-q"))
     rerun = ok(infer(clip, ckpt_dir, "--ray", cluster))
-    done = int(rerun.stdout.split("(")[1].split(" skipped")[0])
+    done = int(rerun.stdout.split("(")[1].split(" already done")[0])
     assert 0 < done < 24, rerun.stdout  # the rerun resumed: some frames were done, not all
-    assert f"keyed {24 - done} frames ({done} skipped)" in rerun.stdout
+    counted = f"({done} already done, 0 outside the selection, 0 failed)"
+    assert f"keyed {24 - done} frames {counted}" in rerun.stdout
     assert_same_outputs(clip, ref, 24)
 
 
@@ -273,14 +274,15 @@ def test_failing_frame_is_reported_and_the_others_complete(
 ) -> None:
     clip, ref = clip_pair(tmp_path, "sh050", 5)
     bad = clip / "Input" / "f_002.png"
-    bad.write_bytes(bad.read_bytes()[:60])
+    good = bad.read_bytes()  # header and end marker whole, pixels zeroed: only decoding finds it
+    bad.write_bytes(good[:33] + bytes(len(good) - 45) + good[-12:])
     ok(infer(ref, ckpt_dir, "-q"))
     proc = infer(clip, ckpt_dir, "--ray", "auto", env={"RAY_ADDRESS": cluster})  # auto: join $RAY_ADDRESS
     assert proc.returncode == 1, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("corridorkey: error:")]
     assert len(errors) == 1, proc.stderr
     assert errors[0].startswith("corridorkey: error: sh050: frame f_002: ") and str(bad) in errors[0]
-    assert "keyed 4 frames (0 skipped)" in proc.stdout
+    assert "keyed 4 frames (0 already done, 0 outside the selection, 1 failed)" in proc.stdout
     got, want = outputs(clip), outputs(ref)
     assert sorted(got) == sorted(k for k in want if "f_002" not in k)
     for name, path in got.items():

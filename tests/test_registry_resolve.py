@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import assert_same_tensors, tiny_state_dict, write_pth, write_safetensors
+from conftest import assert_same_tensors, project_only, tiny_state_dict, write_pth, write_safetensors
 
 from ckpt_formats import (
     AmbiguousCheckpointError,
@@ -158,7 +158,7 @@ def test_disable_env_does_not_even_import_a_blocked_entry_point(tmp_path, monkey
         print(names, 'ckpt_formats_npz' in sys.modules, 'ckpt_formats_pickle' in sys.modules)
         """
     )
-    env = {"CKPT_FORMATS_DISABLE": "npz,pickle", "PATH": ""}
+    env = {"CKPT_FORMATS_DISABLE": project_only("npz,pickle"), "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "['safetensors-sharded', 'safetensors', 'onnx', 'dcp'] False False"
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -53,35 +51,37 @@ def temps(folder: Path, target: str) -> list[Path]:
     return [p for p in folder.iterdir() if is_temp_file(p, target)]
 
 
-def kill_while_writing(child: subprocess.Popen, final: Path, whole: bytes, timeout: float = 120) -> Path:
-    """Poll ``final``'s folder and SIGKILL the child as soon as its temporary file has bytes (or ``final``
-    exists). Fails if ``final`` is left with anything but ``whole``; returns the temporary file left.
+KILLED_AT = """
+    import resource, runpy, signal, sys
+    limit = int(sys.argv.pop(1))
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # past the limit, the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    sys.argv = sys.argv[1:]
+    exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
+"""
 
-    (safetensors sizes the file before it fills it: a size says nothing, the bytes are compared.)"""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            seen = [p for p in temps(final.parent, final.name) if p.stat().st_size > 0]
-            if seen or final.exists():
-                child.send_signal(signal.SIGKILL)
-                child.wait(timeout=30)
-                break
-            if child.poll() is not None:
-                _, err = child.communicate()
-                pytest.fail(f"the child ended (status {child.returncode}) before it could be killed:\n{err}")
-            time.sleep(0.0005)
-        else:
-            pytest.fail("no temporary file appeared in time")
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    if final.exists():
-        assert final.read_bytes() == whole, f"a partial file was left under the final name {final}"
-        pytest.skip("the child finished writing before it could be killed (machine too slow to poll)")
-    left = temps(final.parent, final.name)
-    assert len(left) == 1, left
-    return left[0]
+
+def killed_at_byte(
+    code: str, limit: int, *args: str | os.PathLike, folder: Path
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a child that the kernel kills (SIGXFSZ) the moment a write passes ``limit`` bytes:
+    a kill in the middle of a write at a known point, with no timing involved (never a skip)."""
+    script = folder.parent / f"{folder.name}-child.py"
+    script.write_text(textwrap.dedent(code))
+    child = python(KILLED_AT, limit, script, *args)
+    out, err = child.communicate(timeout=300)
+    script.unlink()
+    assert child.returncode == -signal.SIGXFSZ, f"status {child.returncode}, not killed mid-write:\n{err}"
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+def assert_only_hidden_leftovers(folder: Path, final: Path, keep: set[str]) -> None:
+    """Nothing under the final name; what the killed writer left is hidden (never a candidate), and the
+    project's sweep removes its own temporaries."""
+    assert not final.exists(), f"a partial file was left under the final name {final}"
+    left = {p.name for p in folder.iterdir()} - keep
+    assert all(name.startswith(".") for name in left), left
+    sweep_temps(folder)
 
 
 def big_state_dict(megabytes: int) -> dict[str, torch.Tensor]:
@@ -92,23 +92,14 @@ def big_state_dict(megabytes: int) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------- convert
 
 
-@pytest.mark.slow
 def test_convert_killed_mid_write_leaves_no_output(tmp_path: Path) -> None:
-    src = write_pth(tmp_path / "big.pth", big_state_dict(64))
+    src = write_pth(tmp_path / "big.pth", big_state_dict(4))
     out = tmp_path / "big.safetensors"
-    whole = convert(src, tmp_path / "reference" / out.name).output.read_bytes()
-    shutil.rmtree(tmp_path / "reference")
-    child = python(
-        "import sys; from ckpt_formats.convert import convert; convert(sys.argv[1], sys.argv[2])", src, out
-    )
+    code = "import sys; from ckpt_formats.convert import convert; convert(sys.argv[1], sys.argv[2])"
 
-    tmp = kill_while_writing(child, out, whole)
+    killed_at_byte(code, 1 << 20, src, out, folder=tmp_path)
 
-    assert child.returncode == -signal.SIGKILL
-    assert not out.exists()
-    assert tmp.name.startswith(".big.safetensors.") and tmp.exists()  # what the killed child left
-    assert sweep_temps(tmp_path, out.name) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.pth"]
+    assert_only_hidden_leftovers(tmp_path, out, {"big.pth"})
 
 
 def registry_saving_with(save):
@@ -276,24 +267,18 @@ BIG_MODEL = """
 """
 
 
-@pytest.mark.slow
 def test_save_checkpoint_killed_mid_write_leaves_no_file(tmp_path: Path) -> None:
-    from corridorkey_engine import save_checkpoint
-
-    namespace: dict = {}
-    exec(textwrap.dedent(BIG_MODEL), namespace)
+    code = """
+        import sys
+        from engine_helpers import tiny_model
+        from corridorkey_engine import save_checkpoint
+        save_checkpoint(tiny_model(), sys.argv[1])
+    """
     target = tmp_path / "model.safetensors"
-    (tmp_path / "reference").mkdir()
-    whole = save_checkpoint(namespace["big_model"](), tmp_path / "reference" / target.name).read_bytes()
-    shutil.rmtree(tmp_path / "reference")
-    child = python(BIG_MODEL, target)
 
-    tmp = kill_while_writing(child, target, whole)
+    killed_at_byte(code, 20_000, target, folder=tmp_path)  # the tiny model is about 320 KB
 
-    assert child.returncode == -signal.SIGKILL
-    assert not target.exists()
-    assert tmp.exists() and sweep_temps(tmp_path) == 1
-    assert list(tmp_path.iterdir()) == []
+    assert_only_hidden_leftovers(tmp_path, target, set())
 
 
 # --------------------------------------------------------------------------- hub placement of a set

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from ._registrar import FormatRegistrar
 from .errors import (
     AmbiguousCheckpointError,
+    CheckpointAccessError,
     CheckpointContentError,
     CheckpointDownloadError,
     CheckpointError,
@@ -60,9 +61,11 @@ from .errors import (
     CheckpointNotFoundError,
     DeviceUnavailableError,
     DownloadNoSpaceError,
+    HubAnswerError,
     NoSpaceError,
     PluginError,
     PluginLoadError,
+    UnsafeNameError,
 )
 from .formats import Candidate, CheckpointFormat, ResolvedCheckpoint
 from .hookspecs import hookimpl
@@ -74,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AmbiguousCheckpointError",
     "Candidate",
+    "CheckpointAccessError",
     "CheckpointContentError",
     "CheckpointDownloadError",
     "CheckpointError",
@@ -83,12 +87,14 @@ __all__ = [
     "DeviceUnavailableError",
     "DownloadNoSpaceError",
     "FormatRegistrar",
+    "HubAnswerError",
     "HubSource",
     "NoSpaceError",
     "PluginError",
     "PluginLoadError",
     "Registry",
     "ResolvedCheckpoint",
+    "UnsafeNameError",
     "get_registry",
     "hookimpl",
     "resolve",

@@ -18,6 +18,7 @@ from . import sniff
 from ._plugins import DISABLE_ENV
 from .errors import (
     AmbiguousCheckpointError,
+    CheckpointAccessError,
     CheckpointContentError,
     CheckpointLoadError,
     CheckpointNotFoundError,
@@ -160,7 +161,14 @@ def discover(
     Returns:
         The candidates per format, and the files excluded, refused by policy or matching no format.
     """
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    try:
+        files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    except PermissionError as exc:
+        raise CheckpointAccessError(
+            f"{directory}: cannot list the folder ({exc.strerror or exc}); check its permissions (the user "
+            "running this needs read and execute permission on it)",
+            str(directory),
+        ) from exc
     excluded = [p.name for p in files if _matches_any(p.name, exclude)]
     files = [p for p in files if p.name not in excluded]
 

@@ -43,6 +43,7 @@ __all__ = [
     "TEMP_SUFFIX",
     "atomic_write",
     "fsync_directory",
+    "interrupt_on_sigterm",
     "is_temp_file",
     "publish_durably",
     "replace_durably",
@@ -265,3 +266,26 @@ def _locks_supported() -> bool:
     except ImportError:
         return False
     return True
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Within it, SIGTERM (``kill``, a scheduler stopping a job) raises :class:`KeyboardInterrupt` in the
+    main thread, as Ctrl-C does: every writer then removes its temporary file on the way out, instead of
+    the process dying with it on the disk. The previous handler is restored afterwards. A no-op outside the
+    main thread or where SIGTERM cannot be caught."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _commands as commands
 from ._terminal import configure_logging, echo
+from .atomic import interrupt_on_sigterm
 from .errors import CheckpointError
 
 logger = logging.getLogger("ckpt_formats.cli")
@@ -267,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
     try:
-        status: int = args.func(args)
+        with interrupt_on_sigterm():  # SIGTERM cleans up as Ctrl-C does
+            status: int = args.func(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
         return status
     except BrokenPipeError:

@@ -237,10 +237,18 @@ def convert(
     else:
         target = target_format_for(registry, output, safe_only)
         claimed = [output]
+    if output.name.startswith("."):
+        raise ConversionError(
+            f"{output}: a hidden name (starting with '.'), which discovery never looks at, so resolve() "
+            "would not find the result; name the file like model.safetensors"
+        )
     existing = [p for p in claimed if p.exists()]
     if existing and not force:
         raise ConversionError(f"{existing[0]} already exists; pass force=True (--force) to replace it")
-    fmt, candidate = registry.candidate_for_file(source, safe_only=safe_only)
+    if source.is_dir():  # a folder: the checkpoint resolve() picks there (a sharded set, a single file)
+        fmt, candidate, _ = registry.discover(source, safe_only=safe_only).choose()
+    else:
+        fmt, candidate = registry.candidate_for_file(source, safe_only=safe_only)
 
     loaded, metadata = registry.load(fmt, candidate, "cpu")
     try:
@@ -253,11 +261,12 @@ def convert(
         logger.warning("%s: skipping non-tensor entry %r", source.name, name)
     _cast(tensors, dtype)
     unshared = _unshare(tensors)
-    metadata = {str(k): str(v) for k, v in metadata.items()}
+    # total_size describes a sharded source's index, not the tensors written (cast, re-sharded or joined)
+    metadata = {str(k): str(v) for k, v in metadata.items() if k != "total_size"}
     metadata.update(
         {
             META_SOURCE_FORMAT: fmt.name,
-            META_SOURCE_FILE: source.name,
+            META_SOURCE_FILE: candidate.path.name,
             META_SOURCE_SHA256: sha256_of(candidate.paths),
         }
     )

@@ -20,6 +20,17 @@ class AmbiguousCheckpointError(CheckpointError):
     """Two or more candidates of the winning format: the registry will not guess which one."""
 
 
+class CheckpointAccessError(CheckpointError, PermissionError):
+    """A folder or file may not be read by this user. Also a ``PermissionError``; ``filename`` names it."""
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class CheckpointLoadError(CheckpointError):
     """The chosen checkpoint failed to load (corrupt, truncated, unreadable, unsafe or wrong content)."""
 
@@ -35,6 +46,34 @@ class DeviceUnavailableError(CheckpointLoadError):
 
 class CheckpointDownloadError(CheckpointError, RuntimeError):
     """Fetching a checkpoint from a hub failed for a reason other than "the file is not there"."""
+
+
+class UnsafeNameError(CheckpointError, ValueError):
+    """A name that came from outside (a server's header, an index's file list, a name inside an archive) is
+    not safe to use as a path: ``..``, an absolute path, a separator, NUL, a control character, too long, or
+    not the form it must have (a commit hash, an etag). Nothing was created or written.
+
+    Attributes:
+        what: where the value came from (``the X-Repo-Commit header``, ``model.safetensors.index.json``).
+        value: the refused value.
+    """
+
+    def __init__(self, message: str, *, what: str = "", value: object = None) -> None:
+        super().__init__(message)
+        self.what = what
+        self.value = value
+
+    def __reduce__(self):  # picklable across processes with its message intact
+        return (_rebuild, (type(self), str(self), self.what, self.value))
+
+
+class HubAnswerError(UnsafeNameError, CheckpointDownloadError):
+    """A hub (or a mirror, a proxy) answered a value that would place a file outside the cache or the
+    destination: the fetch stops at once, with nothing written."""
+
+
+def _rebuild(cls: type, message: str, what: str, value: object) -> UnsafeNameError:
+    return cls(message, what=what, value=value)
 
 
 class PluginError(CheckpointError):

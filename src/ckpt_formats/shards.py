@@ -23,7 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointLoadError
+from . import untrusted
+from .errors import CheckpointLoadError, UnsafeNameError
 from .formats import Candidate, CheckpointFormat, Discoverer, MetadataReader
 from .tensors import CombinedReader, StateDictReader, TensorInfo, TensorReader
 
@@ -103,7 +104,13 @@ def read_weight_map(path: Path) -> dict[str, str]:
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str):
             raise _invalid(path, f"tensor {tensor!r} maps to a JSON {_json_type(shard)}, not a file name")
-        if shard in ("", ".", "..") or "/" in shard or "\\" in shard or shard == path.name:
+        try:
+            untrusted.file_name(shard, f"the shard of tensor {tensor!r}")
+        except UnsafeNameError:
+            safe = False
+        else:
+            safe = shard != path.name
+        if not safe:
             raise _invalid(path, f"tensor {tensor!r} maps to {shard!r}, which is not a file beside the index")
     return weight_map
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_formats import CheckpointError
+from ckpt_formats.atomic import interrupt_on_sigterm
 
 from .cli_args import PROG, build_parser, default_io_threads
 from .cli_clips import one_line as _one_line
@@ -23,7 +24,7 @@ from .cli_clips import prepare_clips
 from .cli_clips import report as _report
 from .cli_values import checkpoint_source, key_options
 from .cli_values import load_engine_from as _load_engine
-from .errors import CliError, CorridorKeyError
+from .errors import CorridorKeyError, UsageError
 from .model.source import CheckpointSource
 
 log = logging.getLogger("corridorkey_engine.cli")
@@ -46,9 +47,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     found = expand_clip_paths(args.clips)
     names = [c.path.name for c in found if c.error is None]
     if args.output is not None and len(set(names)) != len(names):
-        raise CliError("two clips share a folder name; with --output their outputs would collide")
+        raise UsageError("two clips share a folder name; with --output their outputs would collide")
     if args.ray is None and (args.ray_workers or args.ray_gpus_per_worker is not None):
-        raise CliError("--ray-workers and --ray-gpus-per-worker need --ray")
+        raise UsageError("--ray-workers and --ray-gpus-per-worker need --ray")
     if args.ray is not None:
         from .cli_ray import run_infer
 
@@ -65,68 +66,78 @@ def _key_clips(
 ) -> int:
     """Check every clip (reporting the bad ones), check the device and load the engine, then key what is
     left of each clip with a progress bar; a summary line per clip. Nothing is created before the first
-    frame is keyed. Returns 1 when any clip failed."""
+    frame is keyed, and the model is not loaded when there is nothing to key. Returns 2 when a clip's
+    selection is a usage error, else 1 when any clip failed."""
+    from .cli_plan import nothing_to_do
+    from .cli_report import ClipTally, clip_line, progress_bar, resolution_note, total_line
     from .clips.fingerprint import model_settings, program_version
+    from .clips.frameranges import select_frames
     from .clips.pipeline import begin_clip, finish_clip, key_clip, plan_frames
     from .clips.stages import StageTimes
     from .device import resolve_device
 
-    clips, failed = prepare_clips(args, roots, opts, output)
+    usage: list[BaseException] = []
+    clips, failed = prepare_clips(args, roots, opts, output, usage)
     if not clips:
-        return 1
+        return 2 if usage else 1
     resolve_device(args.device)  # fails fast (before loading) when e.g. CUDA is missing
+    if not failed and (movies := nothing_to_do(args, source, clips, opts)) is not None:  # no model needed
+        _say_nothing_to_do(args, clips, opts, movies)
+        return 2 if usage else 0
     t0 = time.perf_counter()
     engine = _load_engine(args, source)
     load_s = time.perf_counter() - t0
     log.info("engine ready in %.1f s: %s", load_s, engine.describe())
+    if (note := resolution_note(clips, engine.img_size)) is not None:
+        log.warning("%s", note)
     settings, about = model_settings(engine)
     opts = replace(opts, model=settings, about={**about, "program": program_version()})
     if engine.device.type == "cuda":
         opts = replace(opts, pin_memory=True)
     plans = [plan_frames(c, opts) for c in clips]
-    total = sum(len(p) for p in plans)
-    frames = sum(len(c) for c in clips)
-    if total == 0 and not failed and not opts.comp_video:
-        if not args.quiet:
-            print(
-                f"nothing to do: all {frames} frames of {len(clips)} clip(s) are done "
-                "(--overwrite redoes them)"
-            )
-        return 0
+    tallies = [
+        ClipTally(c.name, len(c), len(select_frames(c.input, opts.frames)), len(todo))
+        for c, todo in zip(clips, plans, strict=True)
+    ]
+    if not any(plans) and not failed:
+        _say_nothing_to_do(args, clips, opts, [m for m in (finish_clip(c, opts) for c in clips) if m])
+        return 2 if usage else 0
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-    keyed = 0
     stages = StageTimes(device=str(engine.device))
     lines: list[str] = []
     errors: list[BaseException] = []
     start = time.perf_counter()
-    try:
-        for clip, todo in zip(clips, plans, strict=True):
-            bar.set_description(clip.name)
-            try:
-                result = None
-                if todo:
-                    begin_clip(clip, opts, todo)
-                    result = key_clip(engine, clip, opts, frames=todo, on_frame=bar.update)
-                    keyed += result.keyed
-                    stages.merge(result.stages)
-                movie = finish_clip(clip, opts)
-            except (CorridorKeyError, OSError) as exc:
-                errors.append(exc)  # reported under the progress bar, once it is closed
-                continue
-            lines.append(_clip_line(clip, opts, todo, result.seconds if result else 0.0, movie))
-    except KeyboardInterrupt:
-        bar.close()
-        print(
-            f"{PROG}: interrupted after {bar.n} frame(s); every written file is whole. "
-            "Rerun the same command to finish the rest.",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        bar.close()
+    selection = None if opts.frames.everything else opts.frames.describe()
+    for clip, todo, tally in zip(clips, plans, tallies, strict=True):
+        bar = progress_bar(clip.name, len(todo), args)
+        began = time.perf_counter()
+
+        def counted(n: int, tally: ClipTally = tally, bar: Any = bar) -> None:
+            tally.keyed += n  # the frames of an engine call are written whole even if a later one fails
+            bar.update(n)
+
+        try:
+            if todo:
+                begin_clip(clip, opts, todo)
+                result = key_clip(engine, clip, opts, frames=todo, on_frame=counted)
+                stages.merge(result.stages)
+            movie = finish_clip(clip, opts)
+        except KeyboardInterrupt:
+            bar.close()
+            keyed = sum(t.keyed for t in tallies)
+            print(
+                f"{PROG}: interrupted after {keyed} frame(s); every written file is whole. "
+                "Rerun the same command to finish the rest.",
+                file=sys.stderr,
+            )
+            return 130
+        except (CorridorKeyError, OSError) as exc:
+            errors.append(exc)  # reported under the progress bars, once they are closed
+            tally.failed, movie = True, None
+        finally:
+            bar.close()
+            tally.seconds = time.perf_counter() - began
+        lines.append(clip_line(tally, selection, _movie_note(clip, opts, movie, tally.failed)))
     seconds = time.perf_counter() - start
     for exc in errors:
         _report(args, str(exc), exc)
@@ -134,33 +145,37 @@ def _key_clips(
     if not args.quiet:
         for line in lines:
             print(line)
-        fps = keyed / seconds if seconds > 0 else float("inf")
-        print(
-            f"keyed {keyed} frames ({frames - keyed} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
-            f"{fps:.2f} frames/s (model load {load_s:.1f} s)" + (f"; {failed} failed" if failed else "")
-        )
+        print(total_line(tallies, seconds, load_s, failed))
         print(engine.describe())
         if args.verbose:
             print(stages.line())
         for clip in clips:
             folders = " ".join(f"{k}/" for k in _output_folders(opts.outputs))
             print(f"outputs in {clip.out_dir}/: {folders}")
-    return 1 if failed else 0
+    return 2 if usage else 1 if failed else 0
 
 
-def _clip_line(clip: Any, opts: Any, todo: Sequence[int], seconds: float, movie: Path | None) -> str:
-    """``shot010: keyed 12 of 120 frames (frames 1001-1012) in 8.1 s; Comp.mp4 written``."""
-    selected = f" (frames {opts.frames.describe()})" if not opts.frames.everything else ""
-    text = f"{clip.name}: keyed {len(todo)} of {len(clip)} frames{selected} in {seconds:.1f} s"
+def _say_nothing_to_do(args: argparse.Namespace, clips: Sequence[Any], opts: Any, movies: list[Path]) -> None:
+    """``nothing to do: all 120 frames of 1 clip(s) are done (--overwrite redoes them)``."""
+    from .clips.frameranges import select_frames
+
+    if args.quiet:
+        return
+    frames = sum(len(c) for c in clips)
+    chosen = sum(len(select_frames(c.input, opts.frames)) for c in clips)
+    which = f"{frames}" if chosen == frames else f"{chosen} selected"  # the others: outside it
+    made = f"; {len(movies)} {movies[0].name} written" if movies else ""
+    done = f"all {which} frames of {len(clips)} clip(s) are done (--overwrite redoes them)"
+    print(f"nothing to do: {done}{made}")
+
+
+def _movie_note(clip: Any, opts: Any, movie: Path | None, failed: bool) -> str | None:
+    """What became of ``Comp.mp4`` (with ``--comp-video``): written, up to date, or waiting."""
     if movie is not None:
-        text += f"; {movie.name} written"
-    elif opts.comp_video:
-        text += (
-            "; Comp.mp4 up to date"
-            if (clip.out_dir / "Comp.mp4").is_file()
-            else "; Comp.mp4 waits for the rest"
-        )
-    return text
+        return f"{movie.name} written"
+    if not opts.comp_video or failed:
+        return None
+    return "Comp.mp4 up to date" if (clip.out_dir / "Comp.mp4").is_file() else "Comp.mp4 waits for the rest"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -243,10 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     handlers = {"infer": _cmd_infer, "demo": _cmd_demo, "export": _cmd_export, "preview": _cmd_preview}
     try:
-        return handlers[args.command](args)
+        with interrupt_on_sigterm():  # SIGTERM stops a run as Ctrl-C does: every written file whole
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except UsageError as exc:  # as argparse does for a bad option: status 2
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except (CorridorKeyError, CheckpointError, OSError) as exc:  # raised on purpose: the message says it all
         if args.verbose:
             log.exception("%s failed", args.command)
@@ -259,5 +278,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # `python -m corridorkey_engine.cli`: last, once every function above exists
     sys.exit(main())

@@ -27,6 +27,7 @@ from .cli_options import (
     _number,
     _outputs_arg,
     _positive_int,
+    _precision,
     _unit_float,
     default_io_threads,
     default_write_threads,
@@ -53,8 +54,8 @@ example session:
   shot010_0001.exr  shot010_0002.exr  shot010_0003.exr  ...
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey
   shot010: 100%|██████████| 120/120 [01:05<00:00,  1.84frame/s]
-  shot010: keyed 120 of 120 frames in 65.2 s
-  keyed 120 frames (0 skipped) from 1 clip(s) in 65.21 s: 1.84 frames/s (model load 3.1 s)
+  shot010: keyed 120 of 120 frames (0 already done, 0 outside the selection, 0 failed) in 65.2 s
+  keyed 120 frames (0 already done, 0 outside the selection, 0 failed) from 1 clip(s) in 65.21 s: …
   device cuda (float16), checkpoint /home/me/models/corridorkey/CorridorKey_v1.0.safetensors (safetensors)
   outputs in /shots/shot010/: Matte/ FG/ Processed/ Comp/
   $ corridorkey infer shot010 --checkpoint-dir ~/models/corridorkey   # after Ctrl-C: resumes; now:
@@ -222,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=_positive_int, metavar="N", help="number of frames (8)")
     _add_screen_color(demo)
     demo.add_argument("--device", help=DEVICE_HELP)
-    demo.add_argument("--precision", help="float16, bfloat16 or float32 (CPU: always float32)")
+    demo.add_argument(
+        "--precision", type=_precision, help="float16, bfloat16 or float32 (CPU: always float32)"
+    )
     demo.add_argument(
         "--checkpoint-dir", type=Path, metavar="DIR", help="use this checkpoint instead of the bundled one"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_args import PROG
-from .errors import CorridorKeyError
+from .errors import CorridorKeyError, UsageError
 
 log = logging.getLogger("corridorkey_engine.cli")
 
@@ -30,10 +30,15 @@ def report(args: argparse.Namespace, message: str, exc: BaseException | None = N
 
 
 def prepare_clips(
-    args: argparse.Namespace, roots: Sequence[Path | Any], opts: Any, output: Path | None
+    args: argparse.Namespace,
+    roots: Sequence[Path | Any],
+    opts: Any,
+    output: Path | None,
+    usage: list[BaseException] | None = None,
 ) -> tuple[list[Any], int]:
     """Check every clip (creating nothing), reporting each bad one on a line; the good clips and how many
-    failed."""
+    failed. A clip whose failure is a usage error (``--frames`` selecting none of its frames) goes to
+    ``usage`` when given, instead of the count."""
     from .clips.layout import ClipPath
     from .clips.pipeline import prepare_clip
 
@@ -49,5 +54,8 @@ def prepare_clips(
             clips.append(prepare_clip(item.path, opts, output))
         except (CorridorKeyError, OSError) as exc:
             report(args, str(exc), exc)
-            failed += 1
+            if usage is not None and isinstance(exc, UsageError):
+                usage.append(exc)
+            else:
+                failed += 1
     return clips, failed

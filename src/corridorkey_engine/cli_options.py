@@ -91,6 +91,28 @@ def _number(kind: type, low: float | None = None, high: float | None = None) -> 
 
 
 _positive_int = _number(int, low=1)
+
+
+def _img_size(text: str) -> int:
+    """An argparse ``type``: a model resolution, a positive multiple of 32 (Hiera's mask units)."""
+    value = _positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 (Hiera's mask units), got {value}")
+    return value
+
+
+def _precision(text: str) -> str:
+    """An argparse ``type``: a precision name or alias (checked by the engine's own rule)."""
+    from .device import precision_name  # torch: only when --precision is given
+    from .errors import ConfigError
+
+    try:
+        precision_name(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 _unit_float = _number(float, low=0.0, high=1.0)
 _float = _number(float)
 
@@ -98,6 +120,12 @@ _float = _number(float)
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log details; show tracebacks on errors")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary; errors only")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar per clip on stderr (default: only when stderr is a terminal)",
+    )
 
 
 def _add_screen_color(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -150,9 +178,11 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
     g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument(
-        "--precision", help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)"
+        "--precision",
+        type=_precision,
+        help="inference precision, e.g. fp16, bf16, fp32 (default: the engine's choice)",
     )
-    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
+    g.add_argument("--img-size", type=_img_size, metavar="N", help="model resolution (multiple of 32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frame)")
     g.add_argument(
         "--compile-backend",

@@ -104,19 +104,30 @@ def run_infer(
     for clip in clips:
         finish_clip(clip, opts)
     if not args.quiet:
-        _summary(clips, opts, run, frames - total, seconds)
+        _summary(clips, opts, plans, run, seconds)
     for ci, index, message in sorted(run.failed):
         clip = clips[ci]
         print(f"{PROG}: error: {clip.name}: frame {clip.input.names[index]}: {message}", file=sys.stderr)
     return 1 if run.failed or failed else 0
 
 
-def _summary(clips: Sequence[Clip], opts: KeyOptions, run: RayRun, skipped: int, seconds: float) -> None:
-    """The local run's summary lines, with the workers and each clip's count."""
+def _summary(
+    clips: Sequence[Clip], opts: KeyOptions, plans: Sequence[list[int]], run: RayRun, seconds: float
+) -> None:
+    """The local run's summary lines (keyed, already done, outside the selection, failed), with the
+    workers and each clip's count."""
+    from .cli_report import ClipTally, counts
+    from .clips.frameranges import select_frames
+
+    stopped = {ci for ci, _, _ in run.failed}
+    tallies = [
+        ClipTally(c.name, len(c), len(select_frames(c.input, opts.frames)), len(todo), n, ci in stopped)
+        for ci, (c, todo, n) in enumerate(zip(clips, plans, run.keyed, strict=True))
+    ]
     keyed = sum(run.keyed)
     fps = keyed / seconds if seconds > 0 else float("inf")
     print(
-        f"keyed {keyed} frames ({skipped} skipped) from {len(clips)} clip(s) in {seconds:.2f} s: "
+        f"keyed {keyed} frames ({counts(tallies)}) from {len(clips)} clip(s) in {seconds:.2f} s: "
         f"{fps:.2f} frames/s (model load {run.load_s:.1f} s) on {run.workers} Ray worker(s)"
     )
     print(run.engine)

@@ -14,8 +14,8 @@ from .cli_options import (
     _add_common,
     _add_engine_options,
     _add_screen_color,
+    _img_size,
     _number,
-    _positive_int,
     _unit_float,
 )
 
@@ -72,7 +72,7 @@ def _add_export_parser(sub: Any) -> None:
     hub.add_argument("--hub", default=PUBLISHED, metavar="REPO_ID", help="repository to fetch from")
     hub.add_argument("--no-hub", dest="hub", action="store_const", const=None, help="never download")
     g.add_argument("--device", help="the device the graph is traced on: " + DEVICE_HELP)
-    g.add_argument("--img-size", type=_positive_int, metavar="N", help="model resolution (multiple of 32)")
+    g.add_argument("--img-size", type=_img_size, metavar="N", help="model resolution (multiple of 32)")
     g.add_argument(
         "--safe-only", action="store_true", default=None, help="never load a format that can execute code"
     )

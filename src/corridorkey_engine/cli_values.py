@@ -13,7 +13,7 @@ from typing import Any
 from ckpt_formats import CheckpointDownloadError, CheckpointNotFoundError
 
 from .cli_args import CHOICE_ADVICE, PUBLISHED, default_io_threads, default_write_threads
-from .errors import CliError
+from .errors import CliError, UsageError
 from .model.source import PUBLISHED_MODELS, CheckpointSource
 
 
@@ -91,7 +91,7 @@ def key_options(args: argparse.Namespace) -> Any:
     writers = args.io_threads or default_write_threads()
     formats = parse_format_spec(args.format, args.exr_dtype) if args.format else {}
     if args.comp_video and "comp" not in args.outputs:
-        raise CliError("--comp-video is made from the comp output: add comp to --outputs")
+        raise UsageError("--comp-video is made from the comp output: add comp to --outputs")
     return _fields_from(
         KeyOptions,
         args,

@@ -102,14 +102,23 @@ def resolve_dtype(device: torch.device, precision: str | torch.dtype | None = No
     elif precision is None:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     else:
-        name = _ALIASES.get(precision.strip().lower(), precision.strip().lower())
-        if name not in PRECISIONS:
-            raise _precision_error(precision)
-        dtype = PRECISIONS[name]
+        dtype = PRECISIONS[precision_name(precision)]
     if device.type == "cpu" and dtype != torch.float32:
         logger.warning("%s is slow on the CPU: running in float32 instead", str(dtype).removeprefix("torch."))
         dtype = torch.float32
     return dtype
+
+
+def precision_name(precision: str) -> str:
+    """``float16``, ``bfloat16`` or ``float32`` for a precision name or alias (``fp16``, ``bf16``...).
+
+    Raises:
+        ConfigError: not a precision this engine runs in.
+    """
+    name = _ALIASES.get(precision.strip().lower(), precision.strip().lower())
+    if name not in PRECISIONS:
+        raise _precision_error(precision)
+    return name
 
 
 def _precision_error(precision: object) -> ConfigError:

@@ -20,7 +20,9 @@ __all__ = [
     "DeviceUnavailableError",
     "ExrSupportError",
     "FrameIOError",
+    "FrameSelectionError",
     "RayRunError",
+    "UsageError",
 ]
 
 
@@ -59,6 +61,15 @@ class ClipError(CorridorKeyError):
 
 class CliError(CorridorKeyError):
     """An error the CLI reports as one line (bad option combination, unusable device...)."""
+
+
+class UsageError(CliError, ValueError):
+    """The command asks for something it cannot mean (options that need another, a frame selection that
+    selects no frame): the command line exits with status 2, as for a bad option."""
+
+
+class FrameSelectionError(UsageError, ClipError):
+    """``--frames`` selects none of a clip's frames (the message names the clip's first and last frame)."""
 
 
 class RayRunError(CorridorKeyError):

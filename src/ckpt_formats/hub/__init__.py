@@ -20,8 +20,9 @@ the first one that exists (with its companion files) in the directory. The rules
   ``HubSource.deadline``, fails with one line (:mod:`._transfer`).
 * With ``HF_HUB_OFFLINE=1`` the cache alone is used, without any request.
 
-The modules, one reason to change each: :mod:`._source` (:class:`HubSource`), :mod:`._session` (the
-huggingface_hub calls), :mod:`._transfer` (the bytes, bounded in time), :mod:`._placement` (integrity and
+The modules, one reason to change each: :mod:`._source` (:class:`HubSource`), :mod:`._context` (what a
+fetch knows, its errors, the checks of what a server sends), :mod:`._session` (the huggingface_hub calls),
+:mod:`._transfer` (the bytes, bounded in time), :mod:`._placement` (integrity and
 placement), :mod:`._errors` (error translation), :mod:`._remote` (inspecting a Hub checkpoint from its
 headers).
 huggingface_hub is imported inside the functions: ``import ckpt_formats.hub`` stays cheap.
@@ -118,7 +119,7 @@ def fetch(
                 except Absent:
                     logger.info("%s has no %s at revision %s", source.repo_url, name, session.revision)
                     continue
-                return place(session, fmt, primary)
+                return place(session, [primary, *session.companions(fmt, primary)])
         raise CheckpointNotFoundError(
             f"{source.repo_url} (revision {session.revision}) has none of the files asked for: "
             f"{', '.join(asked)}. Check the repository id and revision, or name the files with "

@@ -16,48 +16,30 @@ import posixpath
 import re
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..atomic import replace_durably, temp_path_for
 from ..errors import CheckpointDownloadError
-from ..formats import CheckpointFormat
+from ..untrusted import COMMIT
+from ._context import FetchContext, Remote
 from ._errors import NO_SPACE
-
-if TYPE_CHECKING:
-    from ._session import Remote, Session
 
 logger = logging.getLogger("ckpt_formats.hub")
 
-COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 
 
-def place(session: Session, fmt: CheckpointFormat, primary: Remote) -> list[Path]:
-    """Stage ``primary`` and its companions as verified hidden files, then rename them into place.
+def place(session: FetchContext, remotes: list[Remote]) -> list[Path]:
+    """Stage ``remotes`` (the primary first, then its companions) as verified hidden files, then rename them
+    into place, the primary last.
 
     Returns:
         The placed paths, primary first.
 
     Raises:
-        CheckpointDownloadError: a companion is missing or outside the primary's folder, a copy failed,
-            or a digest did not match; nothing is left in the directory.
+        CheckpointDownloadError: a copy failed or a digest did not match; nothing is left in the directory.
     """
-    from ._session import Absent
-
-    remotes = [primary]
-    if fmt.companions is not None:
-        folder = posixpath.dirname(primary.name)
-        for companion in fmt.companions(primary.cached):
-            name = posixpath.join(folder, companion) if folder else companion
-            if Path(companion).name != companion:
-                raise session.error(name, None, f"{primary.name} lists a file outside its folder; refused")
-            try:
-                remotes.append(session.resolve(name))
-            except Absent:
-                raise session.error(
-                    name, None, f"{primary.name} lists it but the repository has no such file"
-                ) from None
     staged: list[tuple[str, Path, Path]] = []
     renamed: list[Path] = []
     try:
@@ -78,7 +60,7 @@ def place(session: Session, fmt: CheckpointFormat, primary: Remote) -> list[Path
     return [dest for _, _, dest in staged]
 
 
-def _stage(session: Session, remote: Remote, dest: Path) -> Path:
+def _stage(session: FetchContext, remote: Remote, dest: Path) -> Path:
     """Copy a cached file to a hidden temporary name beside ``dest``, checking its digest on the way."""
     tmp = temp_path_for(dest)
     session.check_space(remote.name, remote.size or remote.cached.stat().st_size, only=session.directory)

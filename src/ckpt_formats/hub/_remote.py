@@ -14,8 +14,9 @@ import logging
 import struct
 from typing import Any
 
+from .. import untrusted
 from .._summary import Inspection, summarize
-from ..errors import CheckpointDownloadError, CheckpointLoadError, CheckpointNotFoundError
+from ..errors import CheckpointDownloadError, CheckpointLoadError, CheckpointNotFoundError, UnsafeNameError
 from ..tensors import TensorInfo, safetensors_infos
 from ._errors import download_error, is_remote_absent, reason
 from ._source import HubSource
@@ -161,14 +162,20 @@ def _read_index(reader: _Reader, name: str, where: str) -> dict[str, Any]:
     except ValueError as exc:
         raise CheckpointLoadError(f"{where}: not a valid safetensors index (not JSON: {exc})") from exc
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(v, str) and v and "/" not in v for v in weight_map.values()
-    ):
+    if not isinstance(weight_map, dict) or not all(_plain_name(v) for v in weight_map.values()):
         raise CheckpointLoadError(
             f"{where}: not a valid safetensors index (expected a JSON object whose weight_map maps tensor "
             "names to shard file names)"
         )
     return index  # type: ignore[no-any-return]  # a dict: checked above
+
+
+def _plain_name(value: object) -> bool:
+    try:
+        untrusted.file_name(value, "a shard name")
+    except UnsafeNameError:
+        return False
+    return True
 
 
 def _read_shard_header(reader: _Reader, name: str, index: str) -> dict[str, Any]:

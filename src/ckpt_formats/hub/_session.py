@@ -8,43 +8,32 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import untrusted
 from ..errors import CheckpointDownloadError
-from ._errors import download_error, free_bytes, human, is_remote_absent, no_space_error, reason
-from ._placement import COMMIT, digest_from_blob
+from ..formats import CheckpointFormat
+from ._context import Absent, FetchContext, Remote
+from ._errors import human, is_remote_absent
+from ._placement import digest_from_blob
 from ._source import HubSource
+from ._transfer import download_to_cache
+
+__all__ = ["Absent", "Remote", "Session"]
 
 logger = logging.getLogger("ckpt_formats.hub")
 
 
-class Absent(Exception):
-    """The Hub answered that the file is not in this (existing) repository and revision."""
-
-
-@dataclass
-class Remote:
-    """One remote file resolved into the Hugging Face cache, not yet placed."""
-
-    name: str
-    cached: Path
-    digest: str | None  # the Hub's sha256 (LFS) or git blob sha1, when known
-    size: int | None
-
-
-class Session:
+class Session(FetchContext):
     """One fetch from ``source`` into ``directory``: its revision, cache and offline state."""
 
     def __init__(self, source: HubSource, directory: Path) -> None:
         from huggingface_hub import constants
 
-        self.source = source
-        self.directory = directory
-        self.revision = source.revision or "main"
-        self.cache_dir = source.resolved_cache_dir
+        super().__init__(source, directory)
         is_offline = getattr(constants, "is_offline_mode", None)
         self.offline = bool(is_offline() if callable(is_offline) else constants.HF_HUB_OFFLINE)
 
@@ -52,12 +41,14 @@ class Session:
         """Bring ``name`` into the cache (or find it there). Raises :class:`Absent` or a download error."""
         from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
 
+        name = self.checked(untrusted.repo_path, name, "the file name")
         cached = try_to_load_from_cache(
             self.source.repo_id, name, cache_dir=self.cache_dir, revision=self.revision
         )
-        pinned = bool(COMMIT.fullmatch(self.revision))
+        pinned = bool(untrusted.COMMIT.fullmatch(self.revision))
         if self.offline or pinned:  # a commit's files never change: the cache answers for it
             if isinstance(cached, str):
+                self._check_cached(name, Path(cached))
                 logger.info("using %s from the Hugging Face cache (%s)", name, cached)
                 return Remote(name, Path(cached), digest_from_blob(Path(cached)), None)
             if cached is _CACHED_NO_EXIST:
@@ -73,8 +64,37 @@ class Session:
         self.check_space(name, metadata.size)
         return self._download(name, metadata)
 
+    def companions(self, fmt: CheckpointFormat, primary: Remote) -> list[Remote]:
+        """The files ``primary`` needs beside it (a sharded index's shards), each brought into the cache.
+
+        Raises:
+            HubAnswerError: the primary lists a name that is not a plain file name.
+            CheckpointDownloadError: a listed file is missing from the repository, or its download failed.
+        """
+        if fmt.companions is None:
+            return []
+        folder = posixpath.dirname(primary.name)
+        remotes = []
+        for companion in fmt.companions(primary.cached):
+            self.checked(untrusted.file_name, companion, f"a file name {primary.name} lists")
+            name = posixpath.join(folder, companion) if folder else companion
+            try:
+                remotes.append(self.resolve(name))
+            except Absent:
+                raise self.error(
+                    name, None, f"{primary.name} lists it but the repository has no such file"
+                ) from None
+        return remotes
+
+    def _check_cached(self, name: str, cached: Path) -> None:
+        """A cache entry (snapshot link and its blob) must lie in the cache: an earlier hostile answer or a
+        planted link could point it elsewhere."""
+        self.in_storage(cached, f"the Hugging Face cache entry of {name}")
+        self.in_storage(Path(os.path.realpath(cached)), f"the blob the cache entry of {name} links to")
+
     def _head(self, name: str) -> Any:
-        """One metadata request, never retried: a failure is reported, not papered over."""
+        """One metadata request, never retried: a failure is reported, not papered over; every value the
+        answer names a file or a URL by is checked (``untrusted``) before it is used."""
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
         url = hf_hub_url(self.source.repo_id, name, revision=self.revision, endpoint=self.source.endpoint)
@@ -98,11 +118,12 @@ class Session:
             raise self.error(
                 name, None, "the answer lacks the X-Repo-Commit or ETag header: it is not a Hub endpoint"
             )
+        self.checked(untrusted.commit_hash, metadata.commit_hash, f"the X-Repo-Commit header of {name}")
+        self.checked(untrusted.etag, metadata.etag, f"the X-Linked-Etag (or ETag) header of {name}")
+        self.checked(untrusted.url, metadata.location, f"the location (redirect) of {name}")
         return metadata
 
     def _download(self, name: str, metadata: Any) -> Remote:
-        from ._transfer import download_to_cache
-
         logger.info(
             "Downloading %s (%s) from %s (revision %s)",
             name,
@@ -115,39 +136,17 @@ class Session:
 
     def _remember_absent(self, name: str, exc: BaseException) -> None:
         """Record the absence in the cache as the client does (``.no_exist``), so offline runs know it."""
-        from huggingface_hub.file_download import repo_folder_name
-
         response = getattr(exc, "response", None)
         commit = response.headers.get("X-Repo-Commit") if response is not None else None
-        if not commit or not COMMIT.fullmatch(commit):
+        if not commit or not untrusted.COMMIT.fullmatch(commit):
             return
-        repo = repo_folder_name(repo_id=self.source.repo_id, repo_type="model")
-        marker = self.cache_dir / repo / ".no_exist" / commit / name
+        marker = self.storage / ".no_exist" / commit / name
         try:
+            self.in_storage(marker, f"the absence marker of {name}")
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
-        except OSError as err:
+        except (OSError, CheckpointDownloadError) as err:
             logger.debug("could not record the absence of %s in the cache: %s", name, err)
-
-    # -- errors of this fetch -------------------------------------------------------------------------
-
-    def check_space(self, name: str, size: int | None, only: Path | None = None) -> None:
-        """Refuse ``size`` bytes that do not fit in the cache and the directory (or ``only`` there)."""
-        if not size:
-            return
-        for where in [only] if only else [self.cache_dir, self.directory]:
-            free = free_bytes(where)
-            if free is not None and free < size:
-                raise self.no_space(name, size, where, None, free)
-
-    def no_space(
-        self, name: str, size: int | None, where: Path, exc: OSError | None, free: int | None = None
-    ) -> CheckpointDownloadError:
-        return no_space_error(self.source.repo_url, self.cache_dir, name, size, where, exc, free)
-
-    def error(self, name: str, exc: BaseException | None, why: str | None = None) -> CheckpointDownloadError:
-        why = why or reason(exc, self.source.timeout)
-        return download_error(self.source.repo_url, self.revision, name, why)
 
 
 def _progress_class(progress: bool | None) -> Any:

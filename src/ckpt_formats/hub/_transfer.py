@@ -19,14 +19,12 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CheckpointDownloadError
+from ._context import FetchContext
 from ._errors import NO_SPACE
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 logger = logging.getLogger("ckpt_formats.hub")
 
@@ -34,7 +32,7 @@ RESUMES = 5
 """How many times in a row a dropped connection is resumed before the download fails."""
 
 
-def download_to_cache(session: Session, name: str, metadata: Any, bar_class: Any) -> Path:
+def download_to_cache(session: FetchContext, name: str, metadata: Any, bar_class: Any) -> Path:
     """Download ``name`` (whose ``get_hf_file_metadata`` answer is ``metadata``) into the cache.
 
     Args:
@@ -49,13 +47,13 @@ def download_to_cache(session: Session, name: str, metadata: Any, bar_class: Any
     Raises:
         CheckpointDownloadError: the download stalled, passed its deadline, failed, or the disk is full.
     """
-    from huggingface_hub.file_download import repo_folder_name
-
-    storage = session.cache_dir / repo_folder_name(repo_id=session.source.repo_id, repo_type="model")
-    blob = storage / "blobs" / metadata.etag
-    pointer: Path = storage / "snapshots" / metadata.commit_hash / name
+    storage = session.storage
+    blob = session.in_storage(storage / "blobs" / metadata.etag, f"the blob of {name}")
+    snapshot = storage / "snapshots" / metadata.commit_hash / name
+    pointer = session.in_storage(snapshot, f"the snapshot of {name}")
+    ref = session.in_storage(storage / "refs" / session.revision, f"the reference {session.revision}")
     try:
-        if not blob.is_file():
+        if not blob.is_file() or blob.is_symlink():
             blob.parent.mkdir(parents=True, exist_ok=True)
             tmp = blob.with_name(f"{blob.name}.{secrets.token_hex(6)}.incomplete")
             try:
@@ -64,8 +62,8 @@ def download_to_cache(session: Session, name: str, metadata: Any, bar_class: Any
             finally:
                 tmp.unlink(missing_ok=True)
         _link(blob, pointer)
+        session.in_storage(pointer, f"the snapshot of {name}")  # no link planted while it was made
         if session.revision != metadata.commit_hash:
-            ref = storage / "refs" / session.revision
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(metadata.commit_hash, encoding="utf-8")
     except OSError as exc:
@@ -91,7 +89,7 @@ def _same_origin(a: str, b: str) -> bool:
     return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
 
 
-def _stream(session: Session, name: str, metadata: Any, out_path: Path, bar_class: Any) -> None:
+def _stream(session: FetchContext, name: str, metadata: Any, out_path: Path, bar_class: Any) -> None:
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     source = session.source
@@ -180,7 +178,9 @@ def _remaining(source: Any, started: float, stall: float) -> float:
     return max(0.01, min(stall, float(source.deadline) - (time.monotonic() - started)))
 
 
-def _check_deadline(session: Session, name: str, started: float, received: int, size: int | None) -> None:
+def _check_deadline(
+    session: FetchContext, name: str, started: float, received: int, size: int | None
+) -> None:
     deadline = session.source.deadline
     if deadline is not None and time.monotonic() - started > deadline:
         raise session.error(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -288,7 +289,8 @@ class Registry:
         """
         directory = Path(directory)
         downloaded = False
-        if hub is not None and not directory.exists():
+        created = hub is not None and not directory.exists()
+        if created:
             directory.mkdir(parents=True, exist_ok=True)
         found = self.discover(directory, formats=formats, exclude=exclude, select=select, safe_only=safe_only)
         if found.winner is None and hub is not None:
@@ -298,6 +300,9 @@ class Registry:
                 fetch(hub, directory, found.formats, exclude=exclude, select=select)
             except (CheckpointDownloadError, CheckpointNotFoundError) as exc:
                 _say_what_was_refused(exc, found)
+                if created:
+                    with suppress(OSError):
+                        directory.rmdir()  # only if still empty: a folder made for nothing goes again
                 raise
             downloaded = True
             found = self.discover(

@@ -7,10 +7,32 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def png_damage(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunk structure (a bad signature, a chunk past the end, a CRC that does
+    not match its chunk), or None: found here, so the decoder never prints its own raw complaint."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return "not a PNG"
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length
+        if end > len(data):
+            return "a chunk runs past the end of the file"
+        kind = data[pos + 4 : pos + 8]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(data[pos + 4 : end - 4]) != crc:
+            return f"CRC error in its {kind.decode('latin-1')!r} chunk"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "no IEND chunk"
 
 
 def png_complete(tail: bytes) -> bool:
@@ -29,12 +51,12 @@ def exr_complete(path: Path, size: int) -> bool:
             return True
         # Skip header attributes: name\0 type\0 int32 size, value; an empty name ends the header.
         while True:
-            name = _read_cstring(f)
+            name = read_cstring(f)
             if name is None:
                 return False
             if name == b"":
                 break
-            if _read_cstring(f) is None:
+            if read_cstring(f) is None:
                 return False
             raw = f.read(4)
             if len(raw) < 4:
@@ -65,7 +87,7 @@ def exr_complete(path: Path, size: int) -> bool:
         return last + len(raw) + data_size == size
 
 
-def _read_cstring(f: Any, limit: int = 256) -> bytes | None:
+def read_cstring(f: Any, limit: int = 256) -> bytes | None:
     out = bytearray()
     while len(out) <= limit:
         c = f.read(1)

@@ -16,7 +16,7 @@ import numpy as np
 from ckpt_formats.atomic import atomic_write, temp_path_for
 
 from ..errors import FrameIOError
-from .completeness import png_complete
+from .completeness import png_complete, png_damage
 from .exr import encode_exr, read_exr
 from .pixels import bgr_to_rgb, rgb_to_bgr, to_float, to_uint8, to_uint16
 
@@ -33,6 +33,8 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise FrameIOError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if path.suffix.lower() == ".png" and (broken := png_damage(data.tobytes())) is not None:
+        raise FrameIOError(f"{path}: unreadable or corrupt image ({broken})")  # before libpng prints it raw
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None or arr.size == 0:
         raise FrameIOError(f"{path}: unreadable or corrupt image")

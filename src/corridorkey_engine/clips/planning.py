@@ -16,15 +16,16 @@ from typing import Any
 
 from ckpt_formats.atomic import sweep_temps
 
-from ..errors import ClipError
+from ..errors import ClipError, FrameSelectionError
 from ..keying.frames import PostProcessOptions
 from .exr import exr_backend
-from .frameranges import FrameSelection, select_frames
+from .frameranges import FrameSelection, frame_numbers, select_frames
+from .headers import frame_sizes
 from .images import check_writable
 from .layout import HINT, INPUT, find_part
 from .manifest import output_current, read_manifest, record_run, valid_since
 from .outputs import OUTPUTS, FileType
-from .sequences import FrameReader, FrameSequence, discover_frames
+from .sequences import FrameSequence, discover_frames
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,18 @@ class Clip:
         return self.out_dir / spec.folder / f"{self.input.names[index]}{suffix}"
 
 
-def _frame_size(seq: FrameSequence) -> tuple[int, int]:
-    with FrameReader(seq) as reader:
-        arr = reader.read(0)
-    return arr.shape[1], arr.shape[0]
+def check_frames(seq: FrameSequence, hint: FrameSequence | None, indices: list[int]) -> None:
+    """Every frame ``indices`` names is readable (its header) and, with a hint, the hint's frame is the
+    same size: checked before anything is written.
+
+    Raises:
+        FrameIOError: a frame is unreadable or truncated; ClipError: an input and hint frame differ in size.
+    """
+    sizes = frame_sizes(seq, indices)
+    hint_sizes = frame_sizes(hint, indices) if hint is not None else sizes
+    for i in indices:
+        if sizes[i] != hint_sizes[i]:
+            raise ClipError(size_message(seq, hint, i, sizes[i], hint_sizes[i]))
 
 
 def frame_label(seq: FrameSequence, index: int) -> str:
@@ -174,16 +183,19 @@ def prepare_clip(clip_dir: Path, opts: KeyOptions, output_root: Path | None = No
                 f"{root}: {_shown(input_src)} has {len(seq)} frames but {_shown(hint_src)} has {len(hint)}; "
                 "they pair frame by frame, so the counts must match"
             )
-    select_frames(seq, opts.frames)  # frame numbers readable when ranges are given
+    selected = select_frames(seq, opts.frames)  # frame numbers readable when ranges are given
+    if not selected:
+        numbers = frame_numbers(seq)
+        raise FrameSelectionError(
+            f"{root}: --frames {opts.frames.describe()} selects none of its frames (its first frame is "
+            f"{min(numbers)}, its last {max(numbers)})"
+        )
     uses_exr = opts.needs_exr or (not seq.is_video and any(p.suffix.lower() == ".exr" for p in seq.paths))
     if hint is not None and not hint.is_video:
         uses_exr = uses_exr or any(p.suffix.lower() == ".exr" for p in hint.paths)
     if uses_exr:
         exr_backend()
-    if hint is not None:
-        in_size, hint_size = _frame_size(seq), _frame_size(hint)
-        if in_size != hint_size:
-            raise ClipError(size_message(seq, hint, 0, in_size, hint_size))
+    check_frames(seq, hint, selected)
     out_dir = Path(output_root) / root.name if output_root is not None else root
     for kind in opts.outputs:
         check_writable(out_dir / OUTPUTS[kind].folder)

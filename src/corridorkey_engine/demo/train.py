@@ -200,6 +200,7 @@ def checkpoint_metadata(result: TrainResult) -> dict[str, str]:
     opts["stages"] = list(result.options.stages)
     final = {k: round(v, 5) for k, v in result.final.items() if k in ("loss", "alpha", "grad", "fg")}
     return {
+        "corridorkey.screens": "green,blue",  # the synthetic plates have both screens
         "corridorkey.training_seed": str(result.options.seed),
         "corridorkey.generator_version": GENERATOR_VERSION,
         "corridorkey.steps": str(result.options.steps),

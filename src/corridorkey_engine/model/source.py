@@ -76,6 +76,9 @@ MLX_NAMES = "*[Mm][Ll][Xx]*"
 """File names containing ``mlx`` (any case) hold MLX weights (``corridorkey_mlx.safetensors``,
 ``*.mlx.safetensors``), which the Torch engine never loads (unless :attr:`CheckpointSource.skip_mlx` is
 off)."""
+SCREENS_KEY = "corridorkey.screens"
+"""The metadata key by which a checkpoint declares the screens it keys: ``green``, ``blue`` or
+``green,blue`` (the bundled demo model, trained on both)."""
 CHOICE_ADVICE = "select=NAME or exclude=[GLOB] (CheckpointSource fields)"
 """How the ambiguity error tells a Python caller to choose; ``corridorkey`` passes its own flags."""
 
@@ -190,17 +193,18 @@ class CheckpointSource:
         known = {m.repo_id: m.filenames for m in PUBLISHED_MODELS.values()}
         return HubSource(self.hub, filenames=known.get(self.hub))
 
-    def registry_options(self) -> dict[str, Any]:
+    def registry_options(self, screen_rules: bool = True) -> dict[str, Any]:
         """The keywords of :func:`ckpt_formats.resolve` this source stands for (all but the folder and hub):
-        the user's ``exclude`` plus MLX weights and the other screen's models, the screen's selection
-        before the user's ``select``."""
+        the user's ``exclude`` plus MLX weights and, with ``screen_rules``, the file-name rules of the screen
+        colour (the other screen's models left out) before the user's ``select``."""
         exclude = list(self.exclude)
         select = [self.select] if self.select is not None else []
         if self.skip_mlx:
             exclude.append(MLX_NAMES)
-        if self.match_screen and self.screen_color == "blue":
+        by_name = self.match_screen and screen_rules
+        if by_name and self.screen_color == "blue":
             select.insert(0, BLUE_NAMES)
-        elif self.match_screen:
+        elif by_name:
             exclude.append(BLUE_NAMES)
         return {
             "formats": self.formats,
@@ -222,5 +226,46 @@ class CheckpointSource:
         import ckpt_formats
 
         return ckpt_formats.resolve(
-            self.directory, device="cpu", hub=self.hub_source(), **self.registry_options()
+            self.directory, device="cpu", hub=self.hub_source(), **self.resolve_options()
         )
+
+    def resolve_options(self) -> dict[str, Any]:
+        """:meth:`registry_options` as :meth:`resolve` applies them: without the screen's file-name rules
+        when the folder's one checkpoint declares the colour (:meth:`declared_screen`), or when the user's
+        ``select`` names files that the rules would all leave out (a select is never combined with them
+        into an empty set: the file is taken as named)."""
+        import ckpt_formats
+
+        if not self.match_screen or self.declared_screen():
+            return self.registry_options(screen_rules=False)
+        options = self.registry_options()
+        if self.select is None or self.checkpoint_dir is None:
+            return options
+        keys = ("formats", "exclude", "select", "safe_only")
+        try:
+            found = ckpt_formats.get_registry().discover(self.directory, **{k: options[k] for k in keys})
+        except (OSError, ckpt_formats.CheckpointError):
+            return options  # resolve() reports it
+        return options if found.winner is not None else self.registry_options(screen_rules=False)
+
+    def declared_screen(self) -> bool:
+        """True when an explicit :attr:`checkpoint_dir` holds exactly one checkpoint (the user's exclusions
+        and the MLX rule applied) whose metadata (:data:`SCREENS_KEY`) declares :attr:`screen_color`: it is
+        used as it is, whatever its name; the file-name rules only choose among several."""
+        import ckpt_formats
+
+        if self.checkpoint_dir is None or not self.match_screen or self.select is not None:
+            return False
+        exclude = [*self.exclude, MLX_NAMES] if self.skip_mlx else list(self.exclude)
+        try:
+            found = ckpt_formats.get_registry().discover(
+                self.directory, formats=self.formats, exclude=exclude, safe_only=self.safe_only
+            )
+            every = [(f, c) for f in found.formats for c in found.candidates.get(f.name, [])]
+            if len(every) != 1 or every[0][0].read_metadata is None:
+                return False
+            metadata = every[0][0].read_metadata(every[0][1])
+        except (OSError, ckpt_formats.CheckpointError):
+            return False  # resolve() reports it, with the rules of the names
+        screens = {part.strip().lower() for part in str(metadata.get(SCREENS_KEY, "")).split(",")}
+        return self.screen_color in screens
