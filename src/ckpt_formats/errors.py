@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """The ``errno`` values of a write that did not fit: disk full, quota exceeded, file size limit."""
@@ -63,7 +64,7 @@ class UnsafeNameError(CheckpointError, ValueError):
         self.what = what
         self.value = value
 
-    def __reduce__(self):  # picklable across processes with its message intact
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes with its message intact
         return (_rebuild, (type(self), str(self), self.what, self.value))
 
 
@@ -72,7 +73,7 @@ class HubAnswerError(UnsafeNameError, CheckpointDownloadError):
     destination: the fetch stops at once, with nothing written."""
 
 
-def _rebuild(cls: type, message: str, what: str, value: object) -> UnsafeNameError:
+def _rebuild(cls: type[UnsafeNameError], message: str, what: str, value: object) -> UnsafeNameError:
     return cls(message, what=what, value=value)
 
 
