@@ -43,7 +43,7 @@ def registry(monkeypatch) -> Registry:
     return registry
 
 
-PROJECT_PLUGINS = ("safetensors", "pickle", "npz")
+PROJECT_PLUGINS = ("safetensors", "pickle", "dcp", "onnx", "npz")
 """The project's own plugins: the builtins and the example third-party plugin that scripts/install adds."""
 
 

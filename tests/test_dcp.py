@@ -203,8 +203,10 @@ def test_safe_only_refuses_it_like_a_pth(tmp_path):
 
     with pytest.raises(CheckpointNotFoundError, match=r"__0_0\.distcp.*dcp"):
         resolve(tmp_path / "ckpt", safe_only=True)
+    with pytest.raises(CheckpointNotFoundError, match=r"refused by policy .*__0_0\.distcp \(dcp\)"):
+        convert(tmp_path / "ckpt", tmp_path / "model.safetensors", safe_only=True)  # a folder: as resolve
     with pytest.raises(CheckpointLoadError, match="dcp format is disabled by the safety policy"):
-        convert(tmp_path / "ckpt", tmp_path / "model.safetensors", safe_only=True)
+        convert(tmp_path / "ckpt" / ".metadata", tmp_path / "model.safetensors", safe_only=True)
     assert not (tmp_path / "model.safetensors").exists()
     fmt = isolated_registry(entry_points=["dcp"]).get_format("dcp")
     assert (
@@ -245,7 +247,7 @@ def test_the_metadata_file_or_a_data_file_names_the_folder_too(tmp_path):
     save_dcp(tmp_path / "ckpt", model_state())
 
     for name in (".metadata", "__0_0.distcp"):
-        report = convert(tmp_path / "ckpt" / name, tmp_path / f"{name}.safetensors")
+        report = convert(tmp_path / "ckpt" / name, tmp_path / f"from{name}.safetensors")
         assert report.source_format == "dcp" and report.tensors == len(model_state())
 
 

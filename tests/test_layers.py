@@ -60,7 +60,7 @@ never one above. A module's layer is that of the longest entry its dotted name s
 REGISTRY_LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "formats", "tensors", "sniff", "statedict", "atomic", "shards", "_shards", "_summary",
-         "_terminal"],
+         "_terminal", "untrusted"],
         0,
     ),  # value types, errors and helpers that know no plugin
     **dict.fromkeys(["_guard", "_registrar", "hookspecs", "_plugins", "_discovery"], 1),  # local, no network
@@ -68,6 +68,7 @@ REGISTRY_LAYERS: dict[str, int] = {
     "registry": 3,  # Registry, resolve: composes discovery, the hub and loading
     **dict.fromkeys(["convert", "_inspection", "diff", "testing"], 4),  # what callers do with checkpoints
     **dict.fromkeys(["_commands", "cli"], 5),  # `ckpt-formats`
+    "__main__": 6,  # `python -m ckpt_formats`: runs the command line
 }
 """ckpt_formats' layers (module names below the package), the same rule as :data:`ENGINE_LAYERS`; the
 package's ``__init__`` re-exports the public names and belongs to no layer."""
