@@ -210,6 +210,24 @@ def test_ray_run_equals_local_run_on_two_clips(tmp_path: Path, ckpt_dir: Path) -
 
 
 @pytest.mark.slow
+def test_frames_selecting_nothing_is_a_usage_error_on_ray_too(tmp_path: Path, ckpt_dir: Path) -> None:
+    pytest.importorskip("ray")
+    clip = make_clip(tmp_path / "shot", ["shot_1001", "shot_1002"])
+    proc = infer(clip, ckpt_dir, "--ray", "--frames", "7-9")
+    assert proc.returncode == 2
+    assert "--frames 7-9 selects none of its frames" in proc.stderr
+    assert not outputs(clip)
+
+
+@pytest.mark.slow
+def test_low_vram_and_channels_last_reach_the_ray_workers(tmp_path: Path, ckpt_dir: Path, cluster) -> None:
+    clip = make_clip(tmp_path / "shot", ["a"])
+    proc = ok(infer(clip, ckpt_dir, "--ray", cluster, "--device", "cpu", "--low-vram", "--channels-last"))
+    assert "device cpu (float32, low-memory, channels_last), checkpoint" in proc.stdout
+    assert len(outputs(clip)) == 4
+
+
+@pytest.mark.slow
 def test_gpus_per_worker_beyond_the_cluster_is_refused(tmp_path: Path, ckpt_dir: Path, cluster: str) -> None:
     clip = make_clip(tmp_path / "shot", ["a"])
     proc = infer(clip, ckpt_dir, "--ray", cluster, "--device", "cpu", "--ray-gpus-per-worker", "1")

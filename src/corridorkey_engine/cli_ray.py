@@ -39,7 +39,8 @@ def run_infer(
     """``corridorkey infer --ray``: check clips, fetch the checkpoint once, plan with the local resume rules
     (the manifest's settings included), key on Ray, write the comp movies, summarise.
 
-    Returns the exit status: 0, or 1 when a clip or a frame failed (each failure printed on one line).
+    Returns the exit status: 0, 1 when a clip or a frame failed (each failure printed on one line), or 2 when
+    ``--frames`` selects none of a clip's frames (a usage error, as in a local run).
     """
     from tqdm import tqdm
 
@@ -51,9 +52,10 @@ def run_infer(
     if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
         raise RayRunError(f"--ray-gpus-per-worker must be at least 0, got {args.ray_gpus_per_worker:g}")
     ray = import_ray()
-    clips, failed = prepare_clips(args, roots, opts, output)
+    usage: list[BaseException] = []  # --frames selecting none of a clip's frames: status 2, as locally
+    clips, failed = prepare_clips(args, roots, opts, output, usage)
     if not clips:
-        return 1
+        return 2 if usage else 1
     # Workers on other nodes see the same absolute path; the driver fetches once, the workers never.
     resolved = source.resolve()
     source = replace(source, checkpoint_dir=source.directory.resolve(), hub=None)
@@ -77,8 +79,18 @@ def run_infer(
                 if not args.quiet:
                     done = f"all {frames} frames of {len(clips)} clip(s) are done"
                     print(f"nothing to do: {done} (--overwrite redoes them)")
-                return 0
-            spec = EngineSpec(source, device, args.precision, args.img_size, args.compile, threads)
+                return 2 if usage else 0
+            spec = EngineSpec(
+                source,
+                device,
+                args.precision,
+                args.img_size,
+                args.compile or args.compile_mode is not None,
+                args.compile_mode,
+                args.low_memory,
+                args.channels_last,
+                threads,
+            )
             bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
             bar.set_description(f"ray x{workers}")
             for clip, todo in zip(clips, plans, strict=True):
@@ -108,7 +120,7 @@ def run_infer(
     for ci, index, message in sorted(run.failed):
         clip = clips[ci]
         print(f"{PROG}: error: {clip.name}: frame {clip.input.names[index]}: {message}", file=sys.stderr)
-    return 1 if run.failed or failed else 0
+    return 2 if usage else 1 if run.failed or failed else 0
 
 
 def _summary(

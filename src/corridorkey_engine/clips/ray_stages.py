@@ -59,6 +59,9 @@ class EngineSpec:
     precision: str | None = None
     img_size: int | None = None
     compile: bool | str = False
+    compile_mode: str | None = None
+    low_memory: bool | str = "auto"
+    channels_last: bool | str = "auto"
     cpu_threads: int = 1
 
     def load(self) -> Any:
