@@ -51,13 +51,15 @@ class StageClock:
     """
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.marks: dict[str, object] = {}
 
     def mark(self, name: str, stream: torch.cuda.Stream | None = None) -> None:
+        """Mark the end of stage ``name`` (``start`` first) on ``stream`` (default: the device's current)."""
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record(stream)
+            event.record(stream if stream is not None else torch.cuda.current_stream(self.device))
             self.marks[name] = event
         else:
             self.marks[name] = time.perf_counter()
@@ -111,7 +113,7 @@ def start_download(
     stream = copy_stream(device)
     laid_out = {name: t.permute(0, 2, 3, 1).contiguous() for name, t in outputs.items()}
     ready = torch.cuda.Event()
-    ready.record()  # after the frame's last kernel on the compute stream
+    ready.record(torch.cuda.current_stream(device))  # after the frame's last kernel on the compute stream
     hosts: dict[str, torch.Tensor] = {}
     with torch.cuda.stream(stream):
         stream.wait_event(ready)
