@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import SpatialGroupNorm, channel_moments, group_statistics
+from .norm import SpatialGroupNorm, apply_affine, channel_moments, group_statistics
 
 REFINER_OUTPUT_SCALE = 10.0
 """The refiner predicts small values; its logit corrections are its output times this."""
@@ -158,8 +158,8 @@ class _Moments:
 
 
 def _normalise(x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor], relu: bool) -> torch.Tensor:
-    x = torch.addcmul(scale_shift[1], x, scale_shift[0], out=x)
-    return x.relu_() if relu else x
+    """A tile normalised in place with the whole image's statistics (then its ReLU)."""
+    return apply_affine(x, *scale_shift, relu=relu, inplace=True)
 
 
 class _TiledRefiner:
