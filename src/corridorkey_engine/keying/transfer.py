@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .frames import to_numpy
+
 STAGES = ("upload", "model", "post", "download")
 """The engine's stages of a frame, in order (the clip pipeline adds ``read`` and ``write``)."""
 
@@ -106,7 +108,7 @@ def start_download(
         return PendingDownload({}, batched)
     device = next(iter(outputs.values())).device
     if device.type != "cuda":
-        arrays = {name: t.permute(0, 2, 3, 1).contiguous().cpu().numpy() for name, t in outputs.items()}
+        arrays = to_numpy(outputs, batched=True)  # [B, H, W, C]; result() drops B for a frame
         if clock is not None:
             clock.mark("download")
         return PendingDownload(arrays, batched)
