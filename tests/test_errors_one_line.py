@@ -236,7 +236,7 @@ def test_inspect_escapes_metadata_keys_and_values(tmp_path):
     path = write_safetensors(
         tmp_path / "model.safetensors", metadata={"note": HOSTILE_TEXT, "\x1b]0;title\x07": "v"}
     )
-    out = cli("inspect", path)
+    out = cli("inspect", path, "--summary")
     assert out.returncode == 0, out.stderr
     assert not [c for c in out.stdout if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
     assert "\u202e" not in out.stdout

@@ -76,7 +76,10 @@ def _add_export_parser(sub: Any) -> None:
     g.add_argument(
         "--safe-only", action="store_true", default=None, help="never load a format that can execute code"
     )
-    export.set_defaults(precision="float32", compile=False)
+    # traced as the plain whole-image model: no compile, no tiles, the NCHW layout every runtime takes
+    export.set_defaults(
+        precision="float32", compile=False, compile_mode=None, low_memory=False, channels_last=False
+    )
     _add_common(export)
 
 
