@@ -81,6 +81,7 @@ def test_the_wheel_ships_the_type_marker_and_the_builtin_entry_points(dist):
         "safetensors": "ckpt_formats_safetensors",
         "pickle": "ckpt_formats_pickle",
         "dcp": "ckpt_formats_dcp",
+        "onnx": "ckpt_formats_onnx",
     }
     assert not [n for n in names if n.startswith("tests/")]
 

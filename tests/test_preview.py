@@ -315,7 +315,7 @@ def test_a_cancelled_render_leaves_only_whole_files_and_infer_finishes_it(tmp_pa
         if name.endswith(".png"):
             assert cv2.imread(str(clip / name)) is not None
     finished = run_main(main, "corridorkey", shlex.split(status["command"])[1:])
-    assert f"keyed {24 - status['done']} frames ({status['done']} skipped)" in finished.stdout, finished
+    assert f"keyed {24 - status['done']} frames ({status['done']} already done" in finished.stdout, finished
 
 
 def test_a_render_error_is_the_clis_one_line_message(tmp_path):
