@@ -81,7 +81,7 @@ def test_several_data_files_of_one_rank(tmp_path):
 
 
 SHARDED_SAVE = """
-import sys
+import os, sys
 import torch, torch.distributed as dist, torch.distributed.checkpoint as dcp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
@@ -96,7 +96,10 @@ if rank == 0:
     torch.save(full, directory + ".expected.pt")
 sharded = {k: distribute_tensor(v, mesh, [Shard(0)]) for k, v in full.items()}
 dcp.save({"model": sharded}, checkpoint_id=directory)
+dist.barrier()  # both ranks done before either tears the group (and rank 0's store) down
 dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # skip the interpreter's teardown, where gloo's threads can abort a process at random
 """
 
 
