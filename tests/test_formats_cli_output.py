@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_state_dict, write_pth, write_safetensors
+from conftest import write_pth, write_safetensors
 from hub_testing import PTH, REPO, ST, safetensors_bytes
 
 from ckpt_formats import get_registry
@@ -153,26 +153,6 @@ def test_resolve_load_uses_the_device_and_the_selection(three: Path, capsys) -> 
     assert status == 0 and out.splitlines()[-1] == "loaded b.safetensors (safetensors): 4 entries on cpu"
     status, out, err = run(capsys, "resolve", three, "--load", "--select", "b*", "--device", "meta")
     assert status == 1 and "device meta is invalid" in err  # the device reached the loader
-
-
-def test_inspect_human_output(tmp_path: Path, capsys) -> None:
-    write_pth(tmp_path / "m.pth", {**tiny_state_dict(), "epoch": 3})
-    status, out, _ = run(capsys, "inspect", tmp_path / "m.pth", "--summary")  # the list: test_inspect_tensors
-    assert status == 0
-    assert out.splitlines() == [
-        f"file:        {tmp_path / 'm.pth'}",
-        "format:      pickle (can execute code)",
-        "tensors:     4",
-        "parameters:  29",
-        "bytes:       120",
-        "dtypes:      float16 x1, float32 x2, int64 x1",
-        "non-tensor:  1 entries",
-    ]
-    write_safetensors(tmp_path / "m.safetensors", tiny_state_dict(), {"long": "x" * 300, "a": "1"})
-    status, out, _ = run(capsys, "inspect", tmp_path / "m.safetensors", "--summary")
-    lines = out.splitlines()
-    assert lines[1] == "format:      safetensors"
-    assert lines[-2:] == ["metadata:    a = 1", "metadata:    long = " + "x" * 200 + "…"]
 
 
 def test_convert_output_lines(tmp_path: Path, capsys) -> None:
