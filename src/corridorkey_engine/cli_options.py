@@ -52,24 +52,42 @@ def _outputs_arg(text: str) -> tuple[str, ...]:
     return names
 
 
-def _frames_arg(text: str) -> str:
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse ``type`` that keeps the text once ``check(text)`` accepts it; its ``ValueError`` (the
+    engine's ``ConfigError`` is one) becomes argparse's usage error with the same message."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+def _frames(text: str) -> object:
     from .clips.frameranges import FrameSelection
 
-    try:
-        FrameSelection.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return FrameSelection.parse(text)
 
 
-def _format_arg(text: str) -> str:
+def _format(text: str) -> object:
     from .clips.outputs import parse_format_spec
 
-    try:
-        parse_format_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return parse_format_spec(text)
+
+
+def _precision_name(text: str) -> object:
+    from .device import precision_name  # torch: only when --precision is given
+
+    return precision_name(text)
+
+
+_frames_arg = _checked(_frames)
+_format_arg = _checked(_format)
+_precision = _checked(_precision_name)
+"""``--frames``, ``--format`` and ``--precision``: checked by the rules that later apply them."""
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
@@ -99,18 +117,6 @@ def _img_size(text: str) -> int:
     if value % 32:
         raise argparse.ArgumentTypeError(f"must be a multiple of 32 (Hiera's mask units), got {value}")
     return value
-
-
-def _precision(text: str) -> str:
-    """An argparse ``type``: a precision name or alias (checked by the engine's own rule)."""
-    from .device import precision_name  # torch: only when --precision is given
-    from .errors import ConfigError
-
-    try:
-        precision_name(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 _unit_float = _number(float, low=0.0, high=1.0)
