@@ -48,15 +48,23 @@ class RenderStatus:
 
 
 class LockedEngine:
-    """The engine seen by the pipeline with each call under ``lock`` (the viewer's frames interleave)."""
+    """The engine seen by the pipeline with each call under ``lock`` (the viewer's frames interleave):
+    ``process_frame``, and ``submit`` when the engine has it (the pipeline then submits frames and collects
+    their outputs later: the model runs under the lock, the outputs' copy to the host after it)."""
 
     def __init__(self, engine: Any, lock: threading.Lock) -> None:
         self.engine = engine
         self.lock = lock
+        if hasattr(engine, "submit"):
+            self.submit = self._submit
 
     def process_frame(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             return self.engine.process_frame(*args, **kwargs)
+
+    def _submit(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return self.engine.submit(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:  # device, img_size, dtype, checkpoint: the engine's
         return getattr(self.engine, name)
