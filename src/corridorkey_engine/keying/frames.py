@@ -229,30 +229,77 @@ def postprocess(
     same with tensor operations on the device; otherwise the resize and despeckle run on the host with
     OpenCV. ``outputs`` (names of :data:`ENGINE_OUTPUTS`; default all, ``comp`` per ``generate_comp``):
     only those are computed, and only the work they need is done (a matte alone is one resize).
+
+    Two stages, callable on their own (the preview caches the first): the resize to the frame
+    (:func:`resize_lanczos` of ``alpha``, and of ``fg`` unless only the matte is wanted), then
+    :func:`finish_outputs`.
     """
     wanted = selected_outputs(options, outputs)
     if tensor_path is None:
         tensor_path = alpha.device.type == "cuda"
     alpha = resize_lanczos(alpha.float(), height, width, tensor_path=tensor_path)
+    fg_full = (
+        None if wanted == ("alpha",) else resize_lanczos(fg.float(), height, width, tensor_path=tensor_path)
+    )
+    return finish_outputs(alpha, fg_full, options, tensor_path=tensor_path, outputs=wanted)
+
+
+def despeckled(alpha: torch.Tensor, options: PostProcessOptions, *, tensor_path: bool) -> torch.Tensor:
+    """The matte ``processed`` and ``comp`` are made with: the frame-size ``alpha`` despeckled as
+    ``options`` say (``alpha`` itself with ``auto_despeckle`` off)."""
+    if not options.auto_despeckle:
+        return alpha
+    return despeckle(alpha, options.despeckle_size, tensor_path=tensor_path)
+
+
+def finish_outputs(
+    alpha: torch.Tensor,
+    fg: torch.Tensor | None,
+    options: PostProcessOptions,
+    *,
+    tensor_path: bool,
+    outputs: Collection[str] | None = None,
+    matte: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`postprocess` after its resize: the model's ``alpha`` and ``fg`` already at the frame's size
+    (float32; ``fg`` may be None when only ``alpha`` is wanted) -> the outputs. ``matte``: the result of
+    :func:`despeckled` for these ``alpha`` and ``options`` when the caller has it (else it is computed)."""
+    wanted = selected_outputs(options, outputs)
     out = {"alpha": alpha} if "alpha" in wanted else {}
     if wanted == ("alpha",):
         return out
-    fg = resize_lanczos(fg.float(), height, width, tensor_path=tensor_path)
+    if fg is None:
+        raise ValueError(f"the outputs {list(wanted)} need the foreground, got fg=None")
     if "fg" in wanted:
         out["fg"] = fg
     if "processed" not in wanted and "comp" not in wanted:
-        return out
-    matte = alpha
-    if options.auto_despeckle:
-        matte = despeckle(alpha, options.despeckle_size, tensor_path=tensor_path)
+        return {name: out[name] for name in wanted}
+    if matte is None:
+        matte = despeckled(alpha, options, tensor_path=tensor_path)
     fg_linear = color.srgb_to_linear(color.despill(fg, options.despill_strength, options.screen_color))
     if "processed" in wanted:
         out["processed"] = torch.cat([fg_linear * matte, matte], dim=1)
     if "comp" in wanted:
+        height, width = alpha.shape[-2:]
         square = options.checker_size or color.checker_size_for(height, width)
-        background = color.srgb_to_linear(color.checkerboard(height, width, square, device=alpha.device))
-        out["comp"] = color.linear_to_srgb(color.composite_over(fg_linear, matte, background))
+        out["comp"] = color.linear_to_srgb(
+            color.composite_over(fg_linear, matte, comp_background(height, width, square, alpha.device))
+        )
     return {name: out[name] for name in wanted}
+
+
+def comp_background(height: int, width: int, square: int, device: torch.device) -> torch.Tensor:
+    """The comp's background, ``[1,1,H,W]`` linear: the checkerboard of ``square``-px squares. Made once per
+    size on the CPU (the preview's post-processing redoes the comp on every settings change); the tensor is
+    shared, so callers must not write into it."""
+    if device.type == "cpu":
+        return _cpu_background(height, width, square)
+    return color.srgb_to_linear(color.checkerboard(height, width, square, device=device))
+
+
+@functools.lru_cache(maxsize=2)
+def _cpu_background(height: int, width: int, square: int) -> torch.Tensor:
+    return color.srgb_to_linear(color.checkerboard(height, width, square))
 
 
 def to_numpy(outputs: dict[str, torch.Tensor], batched: bool) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..clips.pixels import as_mask, as_rgb, to_uint8
 from ..clips.planning import Clip, KeyOptions
 from ..clips.sequences import FrameReader
 from ..keying.chroma import chroma_hint
+from ..keying.frames import ENGINE_OUTPUTS
 
 VIEWS = ("input", "hint", "matte", "fg", "processed", "comp")
 BACKGROUNDS = ("checker", "black", "white")
@@ -69,13 +70,34 @@ def read_frame(clip: Clip, opts: KeyOptions, index: int) -> tuple[np.ndarray, np
         return image, as_mask(reader.read(index))
 
 
+VIEW_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "input": (),
+    "hint": (),
+    "matte": ("alpha",),
+    "fg": ("fg",),
+    "processed": ("processed",),
+    "comp": ("comp",),
+}
+"""The engine outputs each view is drawn from (only those are computed for it)."""
+PIXEL_OUTPUTS = ("alpha", "fg", "processed")
+"""The engine outputs the pixel readout shows."""
+
+
 class FrameKeyer:
     """Keys frames for the viewer; thread-safe (one engine call at a time, shared with renders through
-    ``lock``)."""
+    ``lock``).
+
+    Cached per frame and model setting: the prediction (``predictions`` frames), the prediction resized
+    to the frame (the first stage of :func:`~corridorkey_engine.keying.frames.postprocess`) and the
+    despeckled matte (two frames each); per post-processing setting, the outputs computed so far (two
+    settings). A despill change redoes only the outputs the view shows, from the resized prediction.
+    """
 
     def __init__(self, lock: threading.Lock, predictions: int = 6) -> None:
         self.lock = lock
         self._predictions = LRU(predictions)
+        self._resized = LRU(2)
+        self._mattes = LRU(2)
         self._outputs = LRU(2)
 
     def predict(
@@ -83,8 +105,6 @@ class FrameKeyer:
     ) -> Prediction:
         """The cached prediction of frame ``index`` (made once per model setting, refiner scale and hint)."""
         from ..keying.frames import model_input, to_batch
-
-        key = (str(clip.root), index, model_key, opts.refiner_scale, opts.hint, clip.input_is_linear)
 
         def make() -> Prediction:
             image, mask = read_frame(clip, opts, index)
@@ -96,27 +116,54 @@ class FrameKeyer:
             return Prediction(image, mask, out["alpha"], out["fg"])
 
         with self.lock:
-            return self._predictions.get(key, make)
+            return self._predictions.get(self._key(model_key, clip, opts, index), make)
 
     def outputs(
-        self, engine: Any, model_key: Hashable, clip: Clip, opts: KeyOptions, index: int
+        self,
+        engine: Any,
+        model_key: Hashable,
+        clip: Clip,
+        opts: KeyOptions,
+        index: int,
+        names: Collection[str] = ENGINE_OUTPUTS,
     ) -> tuple[Prediction, dict[str, np.ndarray]]:
-        """The prediction and the engine's outputs of frame ``index`` (``alpha``, ``fg``, ``processed``,
-        ``comp``) with ``opts``' post-processing, float32 ``[H,W,C]`` as ``process_frame`` returns them."""
-        from dataclasses import replace
-
-        from ..keying.frames import postprocess, to_numpy
+        """The prediction and the engine's outputs ``names`` of frame ``index`` (of ``alpha``, ``fg``,
+        ``processed``, ``comp``) with ``opts``' post-processing, float32 ``[H,W,C]`` as ``process_frame``
+        returns them, each computed once per setting by the calls ``postprocess`` makes."""
+        from ..keying.frames import despeckled, finish_outputs, resize_lanczos, to_numpy
 
         pred = self.predict(engine, model_key, clip, opts, index)
-        post = replace(opts.post, generate_comp=True)
-        key = (str(clip.root), index, model_key, opts.refiner_scale, opts.hint, clip.input_is_linear, post)
+        key = self._key(model_key, clip, opts, index)
+        post = opts.post
+        tensor_path = pred.alpha.device.type == "cuda"
+        height, width = pred.image.shape[:2]
 
-        def make() -> dict[str, np.ndarray]:
-            height, width = pred.image.shape[:2]
-            return to_numpy(postprocess(pred.alpha, pred.fg, height, width, post), batched=False)
+        def resized() -> tuple[Any, Any]:
+            return tuple(
+                resize_lanczos(x.float(), height, width, tensor_path=tensor_path)
+                for x in (pred.alpha, pred.fg)
+            )
 
         with self.lock:
-            return pred, self._outputs.get(key, make)
+            done = self._outputs.get((key, post), dict)
+            missing = [name for name in names if name not in done]
+            if missing:
+                alpha, fg = self._resized.get(key, resized)
+                matte = None
+                if "processed" in missing or "comp" in missing:
+                    matte = self._mattes.get(
+                        (key, post.auto_despeckle, post.despeckle_size),
+                        lambda: despeckled(alpha, post, tensor_path=tensor_path),
+                    )
+                computed = finish_outputs(
+                    alpha, fg, post, tensor_path=tensor_path, outputs=missing, matte=matte
+                )
+                done.update(to_numpy(computed, batched=False))
+            return pred, {name: done[name] for name in names}
+
+    @staticmethod
+    def _key(model_key: Hashable, clip: Clip, opts: KeyOptions, index: int) -> Hashable:
+        return (str(clip.root), index, model_key, opts.refiner_scale, opts.hint, clip.input_is_linear)
 
 
 def view_image(
@@ -156,10 +203,15 @@ def view_image(
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """``[H,W,3]`` uint8 RGB as PNG bytes (fast compression: the viewer is on the same machine)."""
+    """``[H,W,3]`` uint8 RGB as an uncompressed PNG (stored deflate blocks, no row filter): the viewer is
+    on the same machine, where a 6 MB 1080p frame crosses the loopback in milliseconds while compressing
+    it took longer than the post-processing (165 ms for grainy footage at level 1, 6 ms stored)."""
     import cv2
 
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 0]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11; earlier ones choose filters themselves
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), params)
     if not ok:
         raise ValueError("PNG encoding failed")
     return data.tobytes()

@@ -137,13 +137,15 @@ class PreviewSession:
         clip = self._prepared.get((entry.id, opts.hint, opts.input_is_linear), make)
         return clip, opts
 
-    def _frame(self, clip_id: str, index: int) -> tuple[ClipEntry, Any, Any, Any, Any]:
+    def _frame(
+        self, clip_id: str, index: int, names: Sequence[str]
+    ) -> tuple[ClipEntry, Any, Any, Any, Any]:
         entry = self.clip(clip_id)
         clip, opts = self.prepared(entry)
         if not 0 <= index < len(clip):
             raise ValueError(f"{entry.id} has frames 0 to {len(clip) - 1} (by index), not {index}")
         engine, key = self.engine(entry)
-        pred, outputs = self.keyer.outputs(engine, key, clip, opts, index)
+        pred, outputs = self.keyer.outputs(engine, key, clip, opts, index, names)
         return entry, clip, opts, pred, outputs
 
     def view(self, clip_id: str, index: int, view: str, background: str = "checker") -> bytes:
@@ -152,14 +154,14 @@ class PreviewSession:
             raise ValueError(f"unknown view {view!r}; choose from {', '.join(frame_views.VIEWS)}")
         if background not in frame_views.BACKGROUNDS:
             raise ValueError(f"unknown background {background!r}; choose from checker, black, white")
-        _, clip, opts, pred, outputs = self._frame(clip_id, index)
+        _, clip, opts, pred, outputs = self._frame(clip_id, index, frame_views.VIEW_OUTPUTS[view])
         image = frame_views.view_image(
             view, pred, outputs, clip.input_is_linear, background, opts.post.checker_size
         )
         return frame_views.encode_png(image)
 
     def pixel(self, clip_id: str, index: int, x: int, y: int) -> dict[str, list[float]]:
-        _, _, _, pred, outputs = self._frame(clip_id, index)
+        _, _, _, pred, outputs = self._frame(clip_id, index, frame_views.PIXEL_OUTPUTS)
         return frame_views.pixel(pred, outputs, x, y)
 
     def set_settings(self, clip_id: str, data: Any) -> ClipEntry:
