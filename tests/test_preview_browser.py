@@ -22,12 +22,8 @@ from corridorkey_engine.clips.pixels import to_uint8
 pytestmark = pytest.mark.slow
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 READ_PIXELS = """(id) => {
-  const img = document.getElementById(id);
-  const canvas = document.createElement("canvas");
-  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-  const context = canvas.getContext("2d");
-  context.drawImage(img, 0, 0);
-  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   return [canvas.width, canvas.height, Array.from(data)];
 }"""
 
@@ -161,6 +157,20 @@ def test_the_despill_slider_lowers_the_comps_green(page, tmp_path):
     assert "--despill 1" in page.inner_text("#command")
     settle(page, lambda: page.eval_on_selector("#despill", set_despill, "0.5"))
     assert "--despill" not in page.inner_text("#command")  # infer's default: not repeated
+
+
+def test_dragging_the_despill_slider_ends_on_its_last_value(page, server, shots):
+    """Every step of a drag is sent at once (no debounce), one request at a time: the server ends with the
+    slider's last value and the picture shown is the comp keyed with it."""
+    select_clip(page, "shot")
+    drag = "(s) => { for (const v of [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]) { s.value = v;"
+    drag += " s.dispatchEvent(new Event('input')); } }"
+    settle(page, lambda: page.eval_on_selector("#despill", drag), "--despill 0.9")
+    assert server.session.clip("shot").settings.despill == 0.9
+    index = int(page.get_attribute("#viewport", "data-frame"))
+    assert np.array_equal(shown(page), expected_comp(shots / "shots" / "shot", index, despill_strength=0.9))
+    back = "(s) => { s.value = 0.5; s.dispatchEvent(new Event('input')); }"
+    settle(page, lambda: page.eval_on_selector("#despill", back))
 
 
 def test_the_ab_wipe_shows_both_views(page, tmp_path):

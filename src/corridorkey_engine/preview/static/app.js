@@ -28,14 +28,20 @@ function say(text, error = false) {
 function current() { return state.clips.find((c) => c.id === state.clip); }
 
 // ---- frames and views --------------------------------------------------------------------------
-async function loadView(img, view) {
+// A view is fetched as PNG, decoded off the page (createImageBitmap: an <img> decode stalled 300-400 ms
+// now and then on 1080p frames), and returned as a function that paints it on its canvas, so that the
+// views of a wipe change together.
+async function loadView(canvas, view) {
   const r = await fetch(url("/api/view", { clip: state.clip, frame: state.index, view, bg: $("bg").value }));
   if (!r.ok) throw new Error(await r.text());
-  const blob = await r.blob();
-  const old = img.src;
-  img.src = URL.createObjectURL(blob);
-  await img.decode();
-  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  const bitmap = await createImageBitmap(await r.blob(), { colorSpaceConversion: "none" });
+  return () => {
+    if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+      canvas.width = bitmap.width; canvas.height = bitmap.height;
+    }
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
+  };
 }
 
 let busy = false, again = false;
@@ -50,10 +56,10 @@ async function refresh() {
       const started = performance.now();
       const jobs = [loadView($("imgA"), $("viewA").value)];
       if ($("wipe").checked) jobs.push(loadView($("imgB"), $("viewB").value));
-      await Promise.all(jobs);
-      const img = $("imgA");
-      const first = !state.size || state.size[0] !== img.naturalWidth || state.size[1] !== img.naturalHeight;
-      state.size = [img.naturalWidth, img.naturalHeight];
+      for (const paint of await Promise.all(jobs)) paint();
+      const shown = $("imgA");
+      const first = !state.size || state.size[0] !== shown.width || state.size[1] !== shown.height;
+      state.size = [shown.width, shown.height];
       if (first || state.fit) fitView();
       placeWipe();
       const viewport = $("viewport");
@@ -174,15 +180,27 @@ function showSettings(s) {
   $("frames").value = s.frames ?? "";
 }
 
+// One settings request at a time, in order: changes made while one is on its way (a slider being dragged)
+// are sent together as soon as it returns, so the server always ends with the latest settings.
+const sending = { busy: false, again: false, rekey: false };
 async function sendSettings(rekey) {
+  sending.rekey ||= rekey;
+  if (sending.busy) { sending.again = true; return; }
+  sending.busy = true;
   try {
-    const r = await call("POST", "/api/settings", { clip: state.clip }, readSettings());
-    current().settings = r.settings; current().command = r.command;
-    $("command").textContent = r.command;
-    $("despillOut").textContent = Number(r.settings.despill).toFixed(2);
-    if (rekey) await showEngine();
-    await refresh();
-  } catch (e) { say(e.message, true); }
+    do {
+      sending.again = false;
+      const engineChanged = sending.rekey;
+      sending.rekey = false;
+      const r = await call("POST", "/api/settings", { clip: state.clip }, readSettings());
+      current().settings = r.settings; current().command = r.command;
+      $("command").textContent = r.command;
+      $("despillOut").textContent = Number(r.settings.despill).toFixed(2);
+      if (engineChanged) await showEngine();
+    } while (sending.again);
+  } catch (e) { say(e.message, true); return; }
+  finally { sending.busy = false; }
+  await refresh();
 }
 
 async function showEngine() {
@@ -242,8 +260,7 @@ async function main() {
   for (const id of ["viewA", "viewB", "bg", "wipe"]) $(id).onchange = refresh;
   $("wipepos").oninput = placeWipe;
   $("fit").onclick = fitView; $("one").onclick = oneToOne;
-  let timer = null;
-  $("despill").oninput = () => { clearTimeout(timer); timer = setTimeout(() => sendSettings(false), 60); };
+  $("despill").oninput = () => sendSettings(false);
   for (const id of ["despeckle", "despeckle_size", "frames"]) $(id).onchange = () => sendSettings(false);
   for (const id of ["refiner_scale", "screen_color", "img_size", "precision", "hint", "linear"]) {
     $(id).onchange = () => sendSettings(true);
