@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -296,6 +297,35 @@ def test_comp_is_the_matte_over_the_checkerboard(engine) -> None:
     fg_lin, a = out["processed"][..., :3], out["processed"][..., 3:]
     expected = col.linear_to_srgb(torch.from_numpy(fg_lin + board * (1 - a))).numpy()
     np.testing.assert_allclose(out["comp"], expected, atol=1e-5)
+
+
+def test_the_finishing_stage_alone_is_postprocess_after_its_resize() -> None:
+    """finish_outputs on frame-size tensors is postprocess's second stage: the same outputs, a matte given
+    is the one used, and an output that needs the foreground refuses fg=None."""
+    from corridorkey_engine.keying.frames import comp_background, despeckled, finish_outputs
+
+    torch.manual_seed(3)
+    alpha, fg = torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40)
+    options = PostProcessOptions(despill_strength=0.4, despeckle_size=30)
+    whole = postprocess(alpha, fg, 90, 70, options)
+    big = [resize_lanczos(x, 90, 70) for x in (alpha, fg)]
+    staged = finish_outputs(*big, options, tensor_path=False)
+    assert list(staged) == list(whole) == ["alpha", "fg", "processed", "comp"]
+    for name in whole:
+        torch.testing.assert_close(staged[name], whole[name], atol=0, rtol=0)
+    matte = despeckled(big[0], options, tensor_path=False)
+    again = finish_outputs(*big, options, tensor_path=False, outputs=("comp",), matte=matte)
+    torch.testing.assert_close(again["comp"], whole["comp"], atol=0, rtol=0)
+    other = torch.full_like(big[0], 0.5)
+    given = finish_outputs(*big, options, tensor_path=False, outputs=("processed",), matte=other)
+    assert torch.equal(given["processed"][:, 3:], other)
+    assert despeckled(big[0], replace(options, auto_despeckle=False), tensor_path=False) is big[0]
+    assert list(finish_outputs(big[0], None, options, tensor_path=False, outputs=("alpha",))) == ["alpha"]
+    with pytest.raises(ValueError, match=r"the outputs \['alpha', 'comp'\] need the foreground"):
+        finish_outputs(big[0], None, options, tensor_path=False, outputs=("alpha", "comp"))
+    background = comp_background(90, 70, 16, torch.device("cpu"))
+    assert comp_background(90, 70, 16, torch.device("cpu")) is background  # made once per size
+    assert torch.equal(background, col.srgb_to_linear(col.checkerboard(90, 70, 16)))
 
 
 def test_checker_size_scales_the_preview_only_when_asked(engine) -> None:

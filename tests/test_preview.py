@@ -192,6 +192,67 @@ def test_a_post_processing_change_reuses_the_prediction_a_model_setting_rekeys(c
     assert session.engine(session.clip("shot"))[0].img_size == 64  # another engine
 
 
+@pytest.mark.parametrize("first_view", ["comp", "matte"])
+def test_post_processing_changes_redo_only_what_they_change(clip, reference, monkeypatch, first_view):
+    """Each change shows process_frame's pixels for its settings; the resize to the frame is done once per
+    frame and a despeckle once per despeckle setting (the viewer caches both), whatever is viewed first."""
+    from corridorkey_engine.keying import frames as keying_frames
+
+    calls: dict[str, int] = {"resize": 0, "despeckle": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(keying_frames, "resize_lanczos", counted("resize", keying_frames.resize_lanczos))
+    monkeypatch.setattr(keying_frames, "despeckle", counted("despeckle", keying_frames.despeckle))
+    session = session_for([clip])
+    image, hint = _frame(clip, 1)
+    session.view("shot", 1, first_view)
+    steps = [
+        ({"despill": 0.2}, 0 if first_view == "comp" else 1),  # a matte view despeckles nothing
+        ({"despill": 0.7}, 0),
+        ({"despeckle_size": 30}, 1),
+        ({"despeckle": False}, 0),
+        ({"despeckle": True, "despeckle_size": 400, "despill": 0.2}, 0),
+    ]
+    resizes = calls["resize"]
+    for change, despeckles in steps:
+        before = dict(calls)
+        s = session.set_settings("shot", change).settings
+        comp = _png(session.view("shot", 1, "comp"))
+        processed = session.pixel("shot", 1, 60, 50)["processed"]
+        assert calls["despeckle"] - before["despeckle"] == despeckles, change
+        assert calls["resize"] == before["resize"], change  # the frame-size prediction is reused
+        after = dict(calls)
+        expected = reference.process_frame(
+            image,
+            hint,
+            despill_strength=s.despill,
+            auto_despeckle=s.despeckle,
+            despeckle_size=s.despeckle_size,
+        )
+        assert np.array_equal(comp, to_uint8(expected["comp"])), change
+        assert processed == pytest.approx(expected["processed"][50, 60].tolist(), abs=1e-5), change
+        calls.update(after)  # the reference's own calls do not count
+    assert resizes == 2  # the first view resized alpha and fg
+
+
+def test_a_view_computes_only_the_outputs_it_shows(clip):
+    session = session_for([clip])
+    entry = session.clip("shot")
+    session.view("shot", 0, "matte")
+    engine, key = session.engine(entry)
+    prepared, opts = session.prepared(entry)
+    _, outputs = session.keyer.outputs(engine, key, prepared, opts, 0, ("alpha",))
+    assert list(outputs) == ["alpha"]
+    _, outputs = session.keyer.outputs(engine, key, prepared, opts, 0, ("fg", "alpha"))
+    assert list(outputs) == ["fg", "alpha"]
+
+
 def test_the_pixel_readout_is_the_engines_values(session, clip, reference):
     session.set_settings("shot", {})
     image, hint = _frame(clip, 1)
@@ -354,6 +415,25 @@ def test_every_request_needs_the_token_and_the_printed_host(session):
         status, page = get(f"{base}/?token={token}")
         assert f'src="static/app.js?token={token}"'.encode() in page  # the page's own files carry it
         assert b"http" not in page.replace(b"http-equiv", b"")  # nothing from another server
+
+
+def test_connections_send_small_responses_at_once(session):
+    """Nagle's algorithm is off on every connection the server accepts: a response's body does not wait
+    behind its headers for the browser's delayed ACK (40 ms on each settings change otherwise)."""
+    import http.client
+    import socket
+
+    with running(session) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        for despill in (0.3, 0.5):  # the same keep-alive connection, as the page's
+            body = json.dumps({"despill": despill})
+            headers = {"Host": server.address, "Content-Type": "application/json"}
+            connection.request("POST", f"/api/settings?clip=shot&token={server.token}", body, headers)
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["settings"]["despill"] == despill
+        accepted = [c.transport.get_extra_info("socket") for c in server.server.server_state.connections]
+        assert accepted and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
+        connection.close()
 
 
 def test_requests_name_clips_by_id_and_never_reach_another_file(session, clip):

@@ -25,7 +25,7 @@ from ..clips.pixels import as_mask, as_rgb, to_uint8
 from ..clips.planning import Clip, KeyOptions
 from ..clips.sequences import FrameReader
 from ..keying.chroma import chroma_hint
-from ..keying.frames import ENGINE_OUTPUTS
+from ..keying.frames import ENGINE_OUTPUTS, comp_background
 
 VIEWS = ("input", "hint", "matte", "fg", "processed", "comp")
 BACKGROUNDS = ("checker", "black", "white")
@@ -150,10 +150,9 @@ class FrameKeyer:
             if missing:
                 alpha, fg = self._resized.get(key, resized)
                 matte = None
-                if "processed" in missing or "comp" in missing:
+                if post.auto_despeckle and ("processed" in missing or "comp" in missing):
                     matte = self._mattes.get(
-                        (key, post.auto_despeckle, post.despeckle_size),
-                        lambda: despeckled(alpha, post, tensor_path=tensor_path),
+                        (key, post.despeckle_size), lambda: despeckled(alpha, post, tensor_path=tensor_path)
                     )
                 computed = finish_outputs(
                     alpha, fg, post, tensor_path=tensor_path, outputs=missing, matte=matte
@@ -195,7 +194,7 @@ def view_image(
     height, width = rgba.shape[:2]
     if background == "checker":
         square = checker_size or color.checker_size_for(height, width)
-        bg = color.srgb_to_linear(color.checkerboard(height, width, square))[0].permute(1, 2, 0)
+        bg = comp_background(height, width, square, rgba.device)[0].permute(1, 2, 0)
     else:
         bg = torch.full((height, width, 1), 0.0 if background == "black" else 1.0)
     over = rgba[..., :3] + bg * (1.0 - rgba[..., 3:])

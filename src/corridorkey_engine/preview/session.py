@@ -137,9 +137,7 @@ class PreviewSession:
         clip = self._prepared.get((entry.id, opts.hint, opts.input_is_linear), make)
         return clip, opts
 
-    def _frame(
-        self, clip_id: str, index: int, names: Sequence[str]
-    ) -> tuple[ClipEntry, Any, Any, Any, Any]:
+    def _frame(self, clip_id: str, index: int, names: Sequence[str]) -> tuple[ClipEntry, Any, Any, Any, Any]:
         entry = self.clip(clip_id)
         clip, opts = self.prepared(entry)
         if not 0 <= index < len(clip):
