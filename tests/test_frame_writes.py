@@ -43,6 +43,8 @@ def test_a_frame_write_cut_halfway_leaves_the_previous_file_whole(tmp_path, ckpt
         cut = run_cli(*args, "--overwrite")
 
     assert cut.returncode == 1
-    assert "File too large" in cut.stderr, cut.stderr
+    error = cut.stderr.splitlines()[-1]
+    assert error.startswith(f"corridorkey: error: {final}: could not write the {kind} output ("), error
+    assert "File too large" in error and ".tmp" not in error and "--output DIR" in error, error
     assert final.read_bytes() == whole  # the previous file, whole: never a partial one under the name
     assert [p for p in final.parent.iterdir() if is_temp_file(p)] == []

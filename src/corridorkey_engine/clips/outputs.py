@@ -8,11 +8,13 @@ recorded in the clip's manifest, so a rerun with another type redoes the frames.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import FrameIOError
 from .exr import COMPRESSIONS as EXR_COMPRESSIONS
 from .images import write_exr, write_png
 
@@ -140,8 +142,18 @@ def write_output(path: Path, kind: str, result: dict[str, np.ndarray], filetype:
     data = result["alpha"] if kind == "matte" else result[kind]
     if kind == "matte" and data.ndim == 3:
         data = data[..., 0]
-    if filetype.kind == "png":
-        write_png(path, data, bits=int(filetype.depth))
-        return
-    channels = {"matte": "Y", "fg": "RGB", "processed": "RGBA", "comp": "RGB"}[kind]
-    write_exr(path, data, channels, half=filetype.depth == "half", compression=filetype.compression)
+    try:
+        if filetype.kind == "png":
+            write_png(path, data, bits=int(filetype.depth))
+            return
+        channels = {"matte": "Y", "fg": "RGB", "processed": "RGBA", "comp": "RGB"}[kind]
+        write_exr(path, data, channels, half=filetype.depth == "half", compression=filetype.compression)
+    except (OSError, RuntimeError) as exc:  # a full disk, a file size limit, a folder gone: name the file
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        else:  # OpenEXR's message names the temporary file, which no longer exists: leave it out
+            reason = " ".join(re.sub(r'\s*"[^"]*\.tmp"', "", str(exc)).split()) or type(exc).__name__
+        raise FrameIOError(
+            f"{path}: could not write the {kind} output ({reason}); the previous file, if any, is unchanged. "
+            "Free some space, or write elsewhere with --output DIR"
+        ) from exc
