@@ -328,6 +328,28 @@ def test_the_finishing_stage_alone_is_postprocess_after_its_resize() -> None:
     assert torch.equal(background, col.srgb_to_linear(col.checkerboard(90, 70, 16)))
 
 
+def test_postprocess_resizes_on_the_path_asked_and_a_matte_alone_once(monkeypatch) -> None:
+    """``tensor_path`` reaches both resizes (the two paths differ in the last bits, so each is told apart)
+    and a matte alone resizes the matte only."""
+    from corridorkey_engine.keying import frames
+
+    torch.manual_seed(5)
+    alpha, fg = torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40)
+    options = PostProcessOptions(auto_despeckle=False)
+    for tensor_path in (True, False):
+        out = postprocess(alpha, fg, 90, 70, options, tensor_path=tensor_path, outputs=("alpha", "fg"))
+        assert torch.equal(out["alpha"], resize_lanczos(alpha, 90, 70, tensor_path=tensor_path))
+        assert torch.equal(out["fg"], resize_lanczos(fg, 90, 70, tensor_path=tensor_path))
+    assert not torch.equal(*(resize_lanczos(alpha, 90, 70, tensor_path=t) for t in (True, False)))
+    sizes = []
+    real = frames.resize_lanczos
+    monkeypatch.setattr(
+        frames, "resize_lanczos", lambda x, *a, **k: sizes.append(x.shape[1]) or real(x, *a, **k)
+    )
+    postprocess(alpha, fg, 90, 70, options, outputs=("alpha",))
+    assert sizes == [1]
+
+
 def test_checker_size_scales_the_preview_only_when_asked(engine) -> None:
     """Upstream's 128-px squares by default: a 120x100 frame is then one dark square (no checkerboard at
     all); checker_size=None scales them to the frame (1/16 of the shorter side: 6 px) and 16 sets them."""

@@ -185,8 +185,14 @@ def test_a_post_processing_change_reuses_the_prediction_a_model_setting_rekeys(c
     assert spilled.mean() > 0.1
     assert full[spilled, 1].mean() < no_despill[spilled, 1].mean() - 20  # despill lowers the green
     session.set_settings("shot", {"refiner_scale": 0.0})
-    session.view("shot", 0, "comp")
+    no_refiner = _png(session.view("shot", 0, "comp"))
     assert calls == [1]  # the refiner is inside the model: keyed again
+    image, hint = _frame(clip, 0)
+    s = session.clip("shot").settings
+    expected = engine.process_frame(
+        image, hint, refiner_scale=0.0, despill_strength=s.despill, auto_despeckle=s.despeckle
+    )
+    assert np.array_equal(no_refiner, to_uint8(expected["comp"]))  # keyed with that refiner scale
     session.set_settings("shot", {"img_size": 64})
     session.view("shot", 0, "comp")
     assert session.engine(session.clip("shot"))[0].img_size == 64  # another engine
@@ -212,6 +218,7 @@ def test_post_processing_changes_redo_only_what_they_change(clip, reference, mon
     session = session_for([clip])
     image, hint = _frame(clip, 1)
     session.view("shot", 1, first_view)
+    assert calls["despeckle"] == (1 if first_view == "comp" else 0)  # a matte view despeckles nothing
     steps = [
         ({"despill": 0.2}, 0 if first_view == "comp" else 1),  # a matte view despeckles nothing
         ({"despill": 0.7}, 0),
@@ -253,6 +260,29 @@ def test_a_view_computes_only_the_outputs_it_shows(clip):
     assert list(outputs) == ["fg", "alpha"]
 
 
+def test_a_change_keeps_the_settings_it_does_not_name(clip):
+    session = session_for([clip])
+    session.set_settings("shot", {"despill": 0.3})
+    settings = session.set_settings("shot", {"despeckle": False}).settings
+    assert (settings.despill, settings.despeckle) == (0.3, False)
+
+
+def test_a_clip_that_cannot_be_prepared_is_listed_with_its_error(tmp_path):
+    clip = demo_clip(tmp_path / "shot", frames=3)
+    sorted((clip / "AlphaHint").iterdir())[-1].unlink()  # a hint short of the plate
+    (state,) = session_for([clip]).state()["clips"]
+    assert "frames" not in state and "AlphaHint" in state["error"] and "\n" not in state["error"]
+
+
+def test_unnumbered_frames_are_numbered_from_1_on_the_page(tmp_path):
+    clip = demo_clip(tmp_path / "shot", frames=2)
+    for part in ("Input", "AlphaHint"):
+        for old, new in zip(sorted((clip / part).iterdir()), ("a.png", "b.png"), strict=True):
+            old.rename(old.with_name(new))
+    (state,) = session_for([clip]).state()["clips"]
+    assert state["frames"] == 2 and state["numbers"] == [1, 2]
+
+
 def test_the_pixel_readout_is_the_engines_values(session, clip, reference):
     session.set_settings("shot", {})
     image, hint = _frame(clip, 1)
@@ -284,6 +314,7 @@ def test_settings_saved_to_the_clip_come_back_and_a_bad_file_is_named(tmp_path):
     broken = session_for([clip])
     assert broken.clip("shot").settings == Settings()
     assert broken.clip("shot").warning == f"{path}: ignored (setting despill: a number from 0 to 1, got 7)"
+    assert broken.state()["clips"][0]["warning"] == broken.clip("shot").warning  # the page shows it
 
 
 def test_saving_settings_failing_midway_keeps_the_previous_file_whole(tmp_path):
@@ -379,6 +410,25 @@ def test_a_cancelled_render_leaves_only_whole_files_and_infer_finishes_it(tmp_pa
     assert f"keyed {24 - status['done']} frames ({status['done']} already done" in finished.stdout, finished
 
 
+def test_a_renders_progress_and_a_bug_in_it_are_said_as_the_cli_says_them():
+    from corridorkey_engine.preview.render import Renderer, one_line
+
+    def job(on_frame, on_plan):
+        on_plan(3)
+        time.sleep(0.01)
+        on_frame(2)
+        raise KeyError("boom")  # not one of the errors the CLI expects: a bug, named by its type
+
+    renderer = Renderer()
+    renderer.start("shot", "corridorkey infer shot", job)
+    renderer.join(30)
+    status = renderer.status.to_json()
+    assert (status["state"], status["done"], status["total"]) == ("failed", 2, 3)
+    assert status["message"] == "corridorkey: error: KeyError: 'boom'"
+    assert isinstance(status["fps"], float) and 0 < status["fps"] <= 200  # two frames in >= 10 ms
+    assert one_line(ValueError()) == "ValueError" and one_line(OSError("a\n  b")) == "a b"
+
+
 def test_a_render_error_is_the_clis_one_line_message(tmp_path):
     clip = demo_clip(tmp_path / "shot", frames=2)
     session = session_for([clip])
@@ -436,6 +486,22 @@ def test_connections_send_small_responses_at_once(session):
         connection.close()
 
 
+def test_an_ipv6_address_is_served_and_printed_in_brackets(session):
+    import socket
+
+    from corridorkey_engine.preview.server import PreviewServer
+
+    try:
+        server = PreviewServer(session, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/?token={server.token}"
+        assert server.socket.family == socket.AF_INET6
+    finally:
+        server.socket.close()
+
+
 def test_requests_name_clips_by_id_and_never_reach_another_file(session, clip):
     with running(session) as server:
         base = f"http://{server.address}"
@@ -474,12 +540,17 @@ def test_symlinks_out_of_the_given_folders_are_refused(tmp_path):
     session = session_for([shots])
     assert set(session.clips) == {"good", "leaky", "link", "matte"}
     assert "leads outside" in session.clip("link").error and "secret" in session.clip("link").error
+    assert f"{shots / 'link'}: the clip folder leads outside" in session.clip("link").error
     with pytest.raises(Exception, match="a frame file leads outside"):
         session.view("leaky", 0, "comp")
     with pytest.raises(Exception, match="an output folder or file leads outside"):
         session.render("matte")
     with pytest.raises(Exception, match="leads outside"):
         session.save("link")
+    (shots / "good" / "corridorkey.json").symlink_to(tmp_path / "elsewhere" / "corridorkey.json")
+    with pytest.raises(Exception, match="an output folder or file leads outside"):
+        session.render("good")  # a manifest that is a link out
+    (shots / "good" / "corridorkey.json").unlink()
     assert list((tmp_path / "elsewhere").iterdir()) == []
     assert sorted(p.name for p in outside.iterdir()) == ["AlphaHint", "GroundTruth", "GroundTruthFG", "Input"]
     assert session.view("good", 0, "comp").startswith(b"\x89PNG")
