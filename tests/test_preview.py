@@ -150,6 +150,21 @@ def test_a_view_is_the_frame_process_frame_keys(session, clip, reference):
     assert not np.array_equal(other, to_uint8(image))  # another frame is another picture
 
 
+def test_views_are_stored_pngs_on_this_machine_and_compressed_for_another(clip):
+    from corridorkey_engine.preview.server import is_loopback
+
+    session = session_for([clip])
+    stored = session.view("shot", 0, "comp")
+    session.compress_views = True
+    compressed = session.view("shot", 0, "comp")
+    assert np.array_equal(_png(stored), _png(compressed))  # the same pixels
+    assert len(stored) > 128 * 128 * 3 > 4 * len(compressed)  # stored: every byte of the frame is there
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "192.168.1.20", "::", "studio.example"):
+        assert not is_loopback(host), host
+
+
 def test_processed_is_shown_over_the_chosen_background(session, clip, reference):
     import torch
 
@@ -497,6 +512,7 @@ def test_an_ipv6_address_is_served_and_printed_in_brackets(session):
         pytest.skip("no IPv6 loopback on this machine")
     try:
         assert server.url == f"http://[::1]:{server.port}/?token={server.token}"
+        assert session.compress_views is False  # the loopback: views are sent stored
         assert server.socket.family == socket.AF_INET6
     finally:
         server.socket.close()

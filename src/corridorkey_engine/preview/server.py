@@ -9,6 +9,7 @@ command. This is the only module that imports the web framework (``corridorkey p
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import socket
@@ -123,6 +124,16 @@ def create_app(session: PreviewSession, token: str, hosts: set[str]) -> FastAPI:
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one). Made with ``IPPROTO_TCP`` named, so that
     asyncio turns Nagle's algorithm off on each connection it accepts (it does so only for sockets that
@@ -144,6 +155,7 @@ class PreviewServer:
         import uvicorn
 
         self.session = session
+        session.compress_views = not is_loopback(host)  # frames cross a network: compress them
         self.token = secrets.token_urlsafe(24)
         self.socket = bind(host, port)
         self.port = self.socket.getsockname()[1]

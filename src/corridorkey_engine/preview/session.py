@@ -70,6 +70,7 @@ class PreviewSession:
         self._load_lock = threading.Lock()
         self.keyer = frame_views.FrameKeyer(self.lock)
         self.renderer = Renderer()
+        self.compress_views = False  # PNG compression for a viewer on another machine (see frames.encode_png)
         self._engine: tuple[Any, Any] | None = None
         self._prepared = frame_views.LRU(16)
         self.clips: dict[str, ClipEntry] = {}
@@ -156,7 +157,7 @@ class PreviewSession:
         image = frame_views.view_image(
             view, pred, outputs, clip.input_is_linear, background, opts.post.checker_size
         )
-        return frame_views.encode_png(image)
+        return frame_views.encode_png(image, self.compress_views)
 
     def pixel(self, clip_id: str, index: int, x: int, y: int) -> dict[str, list[float]]:
         _, _, _, pred, outputs = self._frame(clip_id, index, frame_views.PIXEL_OUTPUTS)
