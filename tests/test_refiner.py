@@ -204,8 +204,22 @@ def test_with_autograd_the_spatial_norm_and_its_relu_are_out_of_place() -> None:
     assert torch.equal(y.detach(), kept) and y.grad is not None
 
 
-def test_activation_peak_follows_the_size_asked_for() -> None:
+def test_activation_peak_follows_the_size_asked_for(monkeypatch) -> None:
+    from corridorkey_engine.model import memory
+
+    counted = []
+    real = memory._count_peak
+    monkeypatch.setattr(memory, "_PEAKS", {})
+    monkeypatch.setattr(memory, "_count_peak", lambda *a: counted.append(a[1:]) or real(*a))
     small = activation_peak(TINY, dtype=torch.float32, img_size=64)
     large = activation_peak(TINY, dtype=torch.float32, img_size=128)
     assert small == activation_peak(TINY, dtype=torch.float32)  # TINY's own size is 64
+    assert activation_peak(TINY, dtype=torch.float32, batch=2) > small
+    assert activation_peak(TINY, dtype=torch.float32, refiner_tile=32) != small
+    assert activation_peak(TINY, dtype=torch.bfloat16, img_size=64) < small
+    activation_peak(TINY, dtype=torch.float32, img_size=128)
+    # counted once per set of arguments: the same config asked again (at its own size by name) is cached
+    assert counted == [(torch.float32, 1, None)] * 2 + [(torch.float32, 2, None), (torch.float32, 1, 32)] + [
+        (torch.bfloat16, 1, None)
+    ]
     assert 3.5 * small < large < 4.5 * small  # activations grow with the pixels

@@ -11,6 +11,8 @@ fragmentation): a GPU's ``torch.cuda.max_memory_allocated`` is the measurement, 
 
 from __future__ import annotations
 
+import json
+import threading
 import weakref
 from typing import Any
 
@@ -75,13 +77,25 @@ def activation_peak(
     """The peak bytes of activations a forward of ``config``'s model holds at ``img_size`` (default the
     config's), in ``dtype``, with ``batch`` frames; ``refiner_tile``: the low-memory mode's tile. Counted on
     the ``meta`` device with the normalisation CUDA uses (see the module's docstring); the input itself is not
-    counted."""
-    from dataclasses import replace
-
-    from .network import build_greenformer
+    counted. Counted once per process for each set of arguments (about 1.5 s for the published model:
+    ``low_memory="auto"`` asks at every CUDA engine load, the preview at each model setting)."""
+    from dataclasses import asdict, replace
 
     if img_size is not None and img_size != config.img_size:
         config = replace(config, img_size=img_size)
+    key = (json.dumps(asdict(config), sort_keys=True), dtype, batch, refiner_tile)
+    with _PEAKS_LOCK:
+        if key not in _PEAKS:
+            _PEAKS[key] = _count_peak(config, dtype, batch, refiner_tile)
+        return _PEAKS[key]
+
+
+_PEAKS: dict[tuple[str, torch.dtype, int, int | None], int] = {}
+_PEAKS_LOCK = threading.Lock()
+
+
+def _count_peak(config: GreenFormerConfig, dtype: torch.dtype, batch: int, refiner_tile: int | None) -> int:
+    from .network import build_greenformer
     from .norm import SpatialGroupNorm
 
     model = build_greenformer(config, "meta").to(dtype).eval()
