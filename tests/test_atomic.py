@@ -131,3 +131,49 @@ def test_a_folder_that_refuses_fsync_is_logged_not_raised(caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="ckpt_formats.atomic")
     fsync_directory(proc)
     assert caplog.messages == ["fsync of folder /proc failed: [Errno 22] Invalid argument"]
+
+
+def test_a_write_in_a_private_folder_leaves_only_its_file_and_a_killed_one_is_swept(tmp_path: Path) -> None:
+    from ckpt_formats.atomic import write_in_private_folder
+
+    final = tmp_path / "model.safetensors"
+    tmp = temp_path_for(final)
+    seen: list[Path] = []
+
+    def write(inner: Path) -> None:
+        seen.append(inner)
+        (inner.parent / ".tmpAbC123").write_text("a library's own temporary")  # as safetensors does
+        inner.write_text("weights")
+
+    write_in_private_folder(tmp, write)
+    assert tmp.read_text() == "weights" and sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]
+    work = seen[0].parent
+    assert (
+        work.parent == tmp_path
+        and work.name.startswith(".model.safetensors.")
+        and work.name.endswith(".tmpdir")
+    )
+    assert seen[0].name == tmp.name
+
+    def failing(inner: Path) -> None:
+        inner.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_in_private_folder(final, failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]  # the folder went with the failure
+    tmp.rename(final)
+
+    left = tmp_path / f".model.safetensors.{'a' * 12}.tmpdir"  # what a killed writer leaves
+    (left / "x").mkdir(parents=True)
+    others = [tmp_path / f".other.bin.{'b' * 12}.tmpdir", tmp_path / f".model.safetensors.{'c' * 12}.tmpdir"]
+    others[0].mkdir()
+    others[1].write_text("a file, not a folder")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / f".model.safetensors.{'d' * 12}.tmpdir"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    assert sweep_temps(tmp_path, "model.safetensors") == 1
+    assert not left.exists() and all(p.exists() for p in others) and link.is_symlink() and elsewhere.is_dir()
+    assert sweep_temps(tmp_path) == 1  # every target: the other's folder
+    assert not others[0].exists() and others[1].exists() and link.is_symlink() and final.exists()

@@ -81,7 +81,8 @@ def assert_only_hidden_leftovers(folder: Path, final: Path, keep: set[str]) -> N
     assert not final.exists(), f"a partial file was left under the final name {final}"
     left = {p.name for p in folder.iterdir()} - keep
     assert all(name.startswith(".") for name in left), left
-    sweep_temps(folder)
+    sweep_temps(folder, final.name)  # what the next write of that file does first
+    assert {p.name for p in folder.iterdir()} == keep  # nothing left behind, not even hidden
 
 
 def big_state_dict(megabytes: int) -> dict[str, torch.Tensor]:

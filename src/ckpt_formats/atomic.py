@@ -16,6 +16,10 @@ Temporaries left by a killed process are recognised by :func:`is_temp_file` and 
 when it can take the exclusive one, so a live writer's temporary is never swept (POSIX; elsewhere the sweep
 trusts its caller).
 
+A writer from a library that makes its own temporary file beside the path it is given (safetensors >= 0.5
+writes ``.tmpXXXXXX`` and renames it) runs inside :func:`write_in_private_folder`, a hidden folder
+``.<name>.<12 hex>.tmpdir`` that the sweep also removes: a killed save leaves nothing of another's naming.
+
 ``atomic_write(path, write, replace=False)`` publishes with ``os.link`` instead of ``os.replace``: the link
 fails when ``path`` exists, so of several concurrent writers exactly one wins and the others get
 :class:`FileExistsError`, with no window between a check and the rename.
@@ -28,6 +32,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$", re.DOTALL)
+_WORK_DIR_SUFFIX = ".tmpdir"
+_WORK_DIR_RE = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmpdir$", re.DOTALL)
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -50,6 +57,7 @@ __all__ = [
     "staged",
     "sweep_temps",
     "temp_path_for",
+    "write_in_private_folder",
 ]
 
 
@@ -62,6 +70,11 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
 def is_temp_file(path: str | os.PathLike[str], target: str | None = None) -> bool:
     """True for a temporary file this project makes (any target, or the one named ``target``)."""
     match = _TEMP_RE.match(Path(path).name)
+    return match is not None and (target is None or match.group("target") == target)
+
+
+def _is_work_dir(path: Path, target: str | None) -> bool:
+    match = _WORK_DIR_RE.match(path.name)
     return match is not None and (target is None or match.group("target") == target)
 
 
@@ -226,8 +239,31 @@ def staged(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise
 
 
+def write_in_private_folder(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Call ``write(inner)`` on a path inside a fresh folder beside ``path``, then rename ``inner`` to
+    ``path``; the folder, ``.<final name>.<12 hex>.tmpdir`` (``path`` may itself be a temporary name: the
+    final one is used), is removed with whatever is left in it.
+
+    For a library that writes its own temporary file beside the path it is given and renames it into place
+    (safetensors >= 0.5: ``.tmpXXXXXX``): a write killed mid-way then leaves only a folder that
+    :func:`sweep_temps` recognises, never a name of another program's that it must not touch.
+    """
+    path = Path(path)
+    match = _TEMP_RE.match(path.name)
+    final = match.group("target") if match else path.name
+    work = path.with_name(f".{final}.{secrets.token_hex(6)}{_WORK_DIR_SUFFIX}")
+    work.mkdir()
+    try:
+        inner = work / path.name
+        write(inner)
+        os.replace(inner, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def sweep_temps(folder: str | os.PathLike[str], target: str | None = None) -> int:
-    """Delete the temporaries a killed writer left in ``folder`` (all, or only those of ``target``).
+    """Delete the temporaries a killed writer left in ``folder`` (all, or only those of ``target``): the
+    files :func:`is_temp_file` recognises and the folders of :func:`write_in_private_folder`.
 
     Args:
         folder: the folder to clean (a missing folder is fine).
@@ -252,6 +288,9 @@ def sweep_temps(folder: str | os.PathLike[str], target: str | None = None) -> in
                 with suppress(FileNotFoundError):
                     p.unlink()
                     removed += 1
+            elif _is_work_dir(p, target) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)  # write_in_private_folder's, left by a killed writer
+                removed += 1
     finally:
         if fd is not None:
             os.close(fd)

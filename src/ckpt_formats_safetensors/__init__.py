@@ -78,8 +78,12 @@ def save_file(state_dict: Mapping[str, Any], path: Path, metadata: Mapping[str, 
     from safetensors import SafetensorError
     from safetensors.torch import save_file as st_save
 
-    try:
-        st_save(dict(state_dict), str(path), metadata=dict(metadata) or None)
+    from ckpt_formats.atomic import write_in_private_folder
+
+    try:  # safetensors' own temporary file lands in a folder of ours, never beside the checkpoint
+        write_in_private_folder(
+            path, lambda inner: st_save(dict(state_dict), str(inner), metadata=dict(metadata) or None)
+        )
     except SafetensorError as exc:
         found = _OS_ERROR.search(str(exc))
         if found is None:

@@ -242,12 +242,16 @@ def save_checkpoint(
     ``metadata``), atomically: a temporary file beside it (outside the discovery globs), then a rename."""
     from safetensors.torch import save_file
 
-    from ckpt_formats.atomic import atomic_write
+    from ckpt_formats.atomic import atomic_write, write_in_private_folder
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a GreenFormer checkpoint is written as .safetensors")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**(metadata or {}), **model.config.to_metadata()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def write(tmp: Path) -> None:  # safetensors' own temporary file lands in a folder of ours, never beside
+        write_in_private_folder(tmp, lambda inner: save_file(tensors, str(inner), metadata=metadata))
+
+    atomic_write(path, write)
     return path
