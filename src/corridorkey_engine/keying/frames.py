@@ -281,17 +281,17 @@ def finish_outputs(
         out["processed"] = torch.cat([fg_linear * matte, matte], dim=1)
     if "comp" in wanted:
         height, width = alpha.shape[-2:]
-        square = options.checker_size or color.checker_size_for(height, width)
-        out["comp"] = color.linear_to_srgb(
-            color.composite_over(fg_linear, matte, comp_background(height, width, square, alpha.device))
-        )
+        background = comp_background(height, width, options.checker_size, alpha.device)
+        out["comp"] = color.linear_to_srgb(color.composite_over(fg_linear, matte, background))
     return {name: out[name] for name in wanted}
 
 
-def comp_background(height: int, width: int, square: int, device: torch.device) -> torch.Tensor:
-    """The comp's background, ``[1,1,H,W]`` linear: the checkerboard of ``square``-px squares. Made once per
-    size on the CPU (the preview's post-processing redoes the comp on every settings change); the tensor is
-    shared, so callers must not write into it."""
+def comp_background(height: int, width: int, checker_size: int | None, device: torch.device) -> torch.Tensor:
+    """The comp's background, ``[1,1,H,W]`` linear: the checkerboard of ``checker_size``-px squares (None:
+    scaled to the frame, :func:`~corridorkey_engine.keying.color.checker_size_for`). Made once per size on
+    the CPU (the preview's post-processing redoes the comp on every settings change); the tensor is shared,
+    so callers must not write into it."""
+    square = checker_size or color.checker_size_for(height, width)
     if device.type == "cpu":
         return _cpu_background(height, width, square)
     return color.srgb_to_linear(color.checkerboard(height, width, square, device=device))

@@ -193,8 +193,7 @@ def view_image(
     rgba = torch.from_numpy(outputs["processed"])
     height, width = rgba.shape[:2]
     if background == "checker":
-        square = checker_size or color.checker_size_for(height, width)
-        bg = comp_background(height, width, square, rgba.device)[0].permute(1, 2, 0)
+        bg = comp_background(height, width, checker_size, rgba.device)[0].permute(1, 2, 0)
     else:
         bg = torch.full((height, width, 1), 0.0 if background == "black" else 1.0)
     over = rgba[..., :3] + bg * (1.0 - rgba[..., 3:])
